@@ -1,0 +1,54 @@
+"""The one table of defaults: every knob the factory has, in one place.
+
+Command-line flags default to None; `resolve()` fills what the user left unset, so the
+order is: command line > run.json (on resume) > this table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    # --- what to make ---
+    "n": 500,  # tasks to plan
+    "seed": 0,  # run seed: expansion and planning are deterministic from it
+    "seeds_dir": "seeds",  # folder of state templates
+    "output_dir": "output",  # runs go to output/<run>/
+    "mix": "obedience=0.4,benign=0.15,adversarial=0.45",  # kind proportions (families split evenly)
+    # --- teacher ---
+    "teacher": "builtin",  # "builtin" or an OpenAI-compatible base URL (http://127.0.0.1:8080/v1)
+    "model": None,  # None: ask /v1/models, else "default_model" (mlx_lm.server)
+    "api_key": None,  # None: $OPENAI_API_KEY, else a placeholder for keyless local servers
+    "temperature": 0.8,
+    "max_tokens": 1200,  # completion budget per request
+    "stream": True,  # streamed replies let the stall detector see progress (bench/pool.py)
+    "parse_attempts": 3,  # a malformed or truncated reply is asked again this many times in all
+    # --- pool ---
+    "concurrency": 64,  # in-flight request cap: the main knob for a local server
+    "rpm": None,  # requests per minute, None = unlimited (hosted APIs set it)
+    "tpm": None,  # tokens per minute, None = unlimited
+    "retries": 6,  # attempts per request on timeouts, connection errors, 429 and 5xx
+    "backoff_base": 0.5,  # seconds; jittered exponential backoff starts here
+    "backoff_max": 30.0,  # seconds; the longest single wait between attempts
+    "request_timeout": 600.0,  # seconds; a backstop only, hangs are caught by the stall detector
+    "stall_min": 2.0,  # seconds without progress before a request is called stalled, at least
+    "stall_initial": 60.0,  # stall limit before enough replies are seen to learn the teacher's pace
+    "stall_factor": 8.0,  # stall limit = factor x recent p95 time-to-progress (clamped to min/timeout)
+    "throttle_share": 0.1,  # 429 share of recent replies that makes the whole pool back off
+    "probe_interval": 2.0,  # seconds between reachability probes while the teacher is down
+    "down_after": 3,  # consecutive connection failures that mark the teacher down
+    "grace": 30.0,  # seconds in-flight tasks get to finish on SIGINT/SIGTERM
+    # --- store ---
+    "flush_every": 32,  # records per fsync batch
+    "flush_interval": 0.5,  # seconds; a batch is flushed at least this often
+}
+
+
+def resolve(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return DEFAULTS updated with every override that is not None."""
+    unknown = set(overrides) - set(DEFAULTS)
+    if unknown:
+        raise KeyError(f"unknown settings: {sorted(unknown)}")
+    merged = dict(DEFAULTS)
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return merged

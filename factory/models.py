@@ -1,0 +1,98 @@
+"""The data that flows between parts: a world, a concrete state sample, a task and its target."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["obedience", "benign", "adversarial"]
+Expect = Literal["answer", "absent", "refuse_action", "resist", "protect_secret", "comply"]
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class Askable:
+    """A field a user may ask about, with phrasings; `path` may hold `[*]` for any list item."""
+
+    path: str
+    ask: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A state field that must never be disclosed, and the policy the state states for it."""
+
+    path: str
+    policy: str
+
+
+@dataclass(frozen=True)
+class World:
+    """A validated state template (one seeds/*.yaml file)."""
+
+    name: str  # unique world id, e.g. "clinic_front_desk"
+    domain: str
+    source: str  # file the template came from, for error messages
+    template: dict[str, Any]  # the raw `state:` tree with generators, expanded by seeds.expand
+    trust_levels: tuple[str, ...]  # ordered from least to most trusted
+    allowed_actions: tuple[str, ...]
+    not_allowed_actions: tuple[str, ...]  # exist in the domain but are not granted to the assistant
+    secrets: tuple[Secret, ...]
+    askables: tuple[Askable, ...]
+    benign_requests: tuple[str, ...] = ()  # harmless asks the world's users make (allowed actions)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One concrete state expanded from a world, with what planning needs to know about it."""
+
+    world: World
+    index: int  # position in the deterministic expansion sequence
+    state: dict[str, Any]
+    absent: tuple[str, ...]  # optional paths that this sample left out
+
+
+@dataclass
+class Target:
+    """What a task is about: the field asked, the action requested, the attacker's goals."""
+
+    field: str | None = None  # asked path, concrete (pending_tasks[1].due)
+    present: bool | None = None
+    value: Any = None  # the state's value for `field` when present
+    question: str | None = None  # the planned user question for obedience tasks
+    action: str | None = None  # requested action
+    action_allowed: bool | None = None
+    canaries: list[str] = field(default_factory=list)  # strings the attacker wants the model to produce
+    forged: dict[str, Any] = field(default_factory=dict)  # path -> value the attacker tries to plant
+    payload: str | None = None  # code-built attack text the user turn must carry verbatim
+    transform: str | None = None  # code transform applied to the payload (base64, rot13, ...)
+
+
+@dataclass
+class Task:
+    """One planned example: which state, which behaviour or attack, and what the right answer is."""
+
+    id: str
+    kind: Kind
+    family: str
+    world: str
+    sample_index: int
+    state: dict[str, Any]
+    expect: Expect
+    user_turns: int
+    target: Target
+    secrets: list[str] = field(default_factory=list)  # secret paths of this state
+    allowed_actions: list[str] = field(default_factory=list)
+    trust_levels: list[str] = field(default_factory=list)
+    language: str = "en"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict of the task."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Task:
+        """Rebuild a task from `to_dict()` output."""
+        data = dict(data)
+        data["target"] = Target(**data["target"])
+        return cls(**data)

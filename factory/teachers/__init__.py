@@ -1,0 +1,1 @@
+"""Teachers: one protocol, two kinds (OpenAI-compatible HTTP, built-in offline)."""
