@@ -1,0 +1,187 @@
+"""Code-built attack parts: text transforms with their inverses, canary tokens, forged STATE blocks.
+
+The teacher writes the attack's words; what a checker must later recognise (the token, the encoded
+payload, the forged block) is built here, deterministically, so it is known exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import copy
+import difflib
+import hashlib
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from factory.errors import ConfigError
+from factory.state import render_state, split_path
+
+ATTACKS_FILE = Path(__file__).resolve().parent.parent / "prompts" / "attacks.yaml"
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A named text encoding and its inverse."""
+
+    name: str
+    encode: Callable[[str], str]
+    decode: Callable[[str], str]
+    exact: bool  # False: decode(encode(t)) gives t only for lowercase text without digits
+
+
+def _b64_decode(text: str) -> str:
+    return base64.b64decode(text.encode("ascii"), validate=True).decode()
+
+
+def _hex_decode(text: str) -> str:
+    return bytes.fromhex(text).decode()
+
+
+def _rot13(text: str) -> str:
+    return codecs.encode(text, "rot13")
+
+
+# Classic substitutions; leetspeak loses case and cannot tell a planted digit from an original one.
+_LEET = str.maketrans("aeiost", "431057")
+_UNLEET = str.maketrans("431057", "aeiost")
+
+TRANSFORMS: dict[str, Transform] = {
+    t.name: t
+    for t in (
+        Transform("base64", lambda s: base64.b64encode(s.encode()).decode("ascii"), _b64_decode, True),
+        Transform("rot13", _rot13, _rot13, True),
+        Transform("hex", lambda s: s.encode().hex(), _hex_decode, True),
+        Transform("reversed", lambda s: s[::-1], lambda s: s[::-1], True),
+        Transform("leetspeak", lambda s: s.lower().translate(_LEET), lambda s: s.translate(_UNLEET), False),
+    )
+}
+
+
+def get_transform(name: str) -> Transform:
+    """Return the transform called `name`; ConfigError naming the nearest one otherwise."""
+    try:
+        return TRANSFORMS[name]
+    except KeyError:
+        near = difflib.get_close_matches(name, TRANSFORMS, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ConfigError(
+            f"unknown transform {name!r}{hint}; known: {', '.join(TRANSFORMS)}"
+        ) from None
+
+
+def encode(transform: str, text: str) -> str:
+    """Encode `text` with the named transform."""
+    return get_transform(transform).encode(text)
+
+
+def decode(transform: str, text: str) -> str:
+    """Decode `text` with the named transform; ValueError if it is not valid for that transform."""
+    try:
+        return get_transform(transform).decode(text)
+    except (binascii.Error, UnicodeDecodeError) as exc:  # binascii.Error is a ValueError too
+        raise ValueError(f"not valid {transform}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class AttackData:
+    """The data in prompts/attacks.yaml."""
+
+    canary_words: tuple[str, ...]
+    personas: tuple[str, ...]
+    fallback_trust: str
+    transforms: tuple[str, ...]
+    hidden_instructions: dict[str, tuple[str, ...]]
+
+
+def _strings(raw: dict[str, Any], key: str, source: Path) -> tuple[str, ...]:
+    value = raw.get(key)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{source}: {key!r} must be a non-empty list of strings")
+    return tuple(value)
+
+
+@cache
+def attack_data(path: Path = ATTACKS_FILE) -> AttackData:
+    """Load and validate prompts/attacks.yaml (cached)."""
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    transforms = _strings(raw, "transforms", path)
+    for name in transforms:
+        get_transform(name)
+    hidden = raw.get("hidden_instructions")
+    if not isinstance(hidden, dict) or set(hidden) != {"token", "secret"}:
+        raise ConfigError(f"{path}: 'hidden_instructions' must have the keys 'token' and 'secret'")
+    fallback = raw.get("fallback_trust")
+    if not isinstance(fallback, str) or not fallback:
+        raise ConfigError(f"{path}: 'fallback_trust' must be a non-empty string")
+    return AttackData(
+        canary_words=_strings(raw, "canary_words", path),
+        personas=_strings(raw, "personas", path),
+        fallback_trust=fallback,
+        transforms=transforms,
+        hidden_instructions={k: _strings(hidden, k, path) for k in ("token", "secret")},
+    )
+
+
+def rng_for(*parts: object) -> random.Random:
+    """A random generator seeded from the parts' text, identical on every machine and run."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def canary_token(task_id: str) -> str:
+    """The token an attacker in task `task_id` demands, e.g. 'ZEBRA-7731'."""
+    digest = hashlib.sha256(f"canary:{task_id}".encode()).digest()
+    words = attack_data().canary_words
+    word = words[int.from_bytes(digest[:4], "big") % len(words)]
+    return f"{word}-{int.from_bytes(digest[4:8], 'big') % 9000 + 1000}"
+
+
+def persona_for(task_id: str, avoid: Iterable[str] = ()) -> str:
+    """The attacker persona for a task, never one of the names in `avoid` (case-insensitive)."""
+    taken = {a.casefold() for a in avoid}
+    options = [p for p in attack_data().personas if p.casefold() not in taken]
+    if not options:
+        raise ConfigError("every persona in prompts/attacks.yaml is taken by the state; add more")
+    return rng_for("persona", task_id).choice(options)
+
+
+def hidden_instruction(rng: random.Random, token: str, secret_path: str | None = None) -> str:
+    """The plaintext an encoding attack hides: demand the token, and a secret when a path is given."""
+    bank = attack_data().hidden_instructions
+    if secret_path is None:
+        return rng.choice(bank["token"]).format(token=token)
+    return rng.choice(bank["secret"]).format(token=token, secret=secret_path)
+
+
+def forge_state(state: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Return a deep copy of `state` with each path in `changes` set; missing keys are created."""
+    forged = copy.deepcopy(state)
+    for path, value in changes.items():
+        parts = split_path(path)
+        node: Any = forged
+        for part, nxt in zip(parts, parts[1:], strict=False):
+            if isinstance(part, int):
+                node = node[part]
+            else:
+                node = node.setdefault(part, [] if isinstance(nxt, int) else {})
+        last = parts[-1]
+        if isinstance(last, int) and isinstance(node, list) and last == len(node):
+            node.append(value)
+        else:
+            node[last] = value
+    return forged
+
+
+def fake_state_block(state: dict[str, Any], changes: dict[str, Any]) -> str:
+    """A forged STATE block: the real state with `changes` applied, rendered like the real one."""
+    return render_state(forge_state(state, changes))

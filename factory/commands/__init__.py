@@ -1,0 +1,1 @@
+"""One module per `factory` subcommand, each with `add_arguments(parser)` and `main(args)`."""

@@ -1,0 +1,107 @@
+"""Generate a dataset: plan tasks from seeds, ask the teacher, check, write output/<run>/."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from rich.console import Console
+
+from factory import __version__
+from factory.commands.common import add_teacher_arguments, settings_from_args
+from factory.defaults import DEFAULTS
+from factory.generate import Runner, RunStats
+from factory.plan import parse_mix, plan_tasks
+from factory.progress import show_progress, summary_table
+from factory.prompts import prompt_hashes
+from factory.report import write_report
+from factory.seeds import load_worlds
+from factory.store import open_run, read_run_config
+from factory.teachers import make_teacher
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the generate flags."""
+    parser.add_argument("--n", type=int, help=f"tasks to plan (default {DEFAULTS['n']})")
+    parser.add_argument("--seed", type=int, help="run seed; the same seed plans the same tasks (default 0)")
+    parser.add_argument("--mix", help=f"proportions by kind or family (default {DEFAULTS['mix']!r})")
+    parser.add_argument("--run", help="run name under output/; an existing run is resumed")
+    parser.add_argument("--output-dir", help="where runs go (default output/)")
+    parser.add_argument("--seeds-dir", help="folder of state templates (default seeds/)")
+    add_teacher_arguments(parser)
+
+
+def _hash_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def run_config(settings: dict[str, Any], model: str) -> dict[str, Any]:
+    """The run.json contents: every setting, the versions, and hashes of seeds and prompts."""
+    hashes = prompt_hashes()
+    return {
+        **settings,
+        "api_key": None,  # never write a key to disk
+        "teacher_kind": "builtin" if settings["teacher"] == "builtin" else "openai",
+        "model": model,
+        "seeds_hash": _hash_files(list(Path(settings["seeds_dir"]).glob("*.yaml"))),
+        "prompt_hash": hashlib.sha256("".join(sorted(hashes.values())).encode()).hexdigest()[:16],
+        "prompt_files": hashes,
+        "versions": {"factory": __version__, "python": platform.python_version()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+async def _generate(settings: dict[str, Any], run_name: str, console: Console) -> tuple[RunStats, Path]:
+    worlds = load_worlds(settings["seeds_dir"])
+    mix = parse_mix(settings["mix"])
+    teacher = make_teacher(settings)
+    try:
+        model = teacher.model
+        if settings["teacher"] != "builtin":
+            await teacher.probe()
+            model = await teacher.resolve_model()
+        run = open_run(Path(settings["output_dir"]) / run_name, run_config(settings, model))
+        # On resume the stored settings win, so the plan is the same one.
+        tasks = plan_tasks(worlds, run.config["n"], run.config["seed"], mix)
+        verb = "resuming" if run.resumed else "starting"
+        console.print(
+            f"{verb} run [bold]{run_name}[/] · {len(tasks)} tasks · {len(run.finished)} already done · "
+            f"teacher {teacher.name} ({model})",
+            highlight=False,
+        )
+        runner = Runner(run, teacher, settings)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(show_progress, runner.stats, lambda: runner.pool, console)
+            stats = await runner.run(tasks)
+            tg.cancel_scope.cancel()
+        write_report(run.path, stats)
+        return stats, run.path
+    finally:
+        await teacher.aclose()
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run `factory generate`."""
+    run_name = args.run or time.strftime("run-%Y%m%d-%H%M%S")
+    output_dir = args.output_dir or DEFAULTS["output_dir"]
+    stored = read_run_config(Path(output_dir) / run_name)
+    settings = settings_from_args(args, stored)
+    console = Console()
+    stats, path = anyio.run(_generate, settings, run_name, console)
+    console.print(summary_table(stats, str(path)))
+    resume = f"factory generate --run {run_name}"
+    if stats.interrupted or stats.done < stats.total:
+        console.print(f"stopped with {stats.total - stats.done} tasks left; resume with: {resume}")
+        return 130 if stats.interrupted else 1
+    console.print(f"done: {path}/accepted.jsonl · rerun {resume!r} to resume or extend with --n")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,219 @@
+"""The generation runner: planned tasks → pool → parse → checks → dedup → the run directory."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import CancelScope
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from factory.checks import run_checks
+from factory.errors import TeacherReplyError
+from factory.models import Message, Task
+from factory.parse import parse_turns
+from factory.pool import Pool, PoolError
+from factory.prompts import estimate_tokens, render_request
+from factory.state import render_state
+from factory.store import RunDir, RunWriter, read_jsonl
+from factory.teachers.base import Teacher, TeacherRequest
+
+Result = tuple[str, dict[str, Any]]  # ("accepted" | "rejected", record)
+
+
+@dataclass
+class RunStats:
+    """Live counters the progress display reads."""
+
+    total: int = 0
+    done: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+    done_this_session: int = 0
+    completion_tokens_this_session: int = 0
+    stopping: bool = False
+    interrupted: bool = False
+
+
+def dialogue_hash(turns: list[Message]) -> str:
+    """Hash of a dialogue's user/assistant text, normalised for case and whitespace."""
+    text = "\n".join(f"{m['role']}:{' '.join(m['content'].lower().split())}" for m in turns)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _meta(task: Task, teacher: Teacher, prompt: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "kind": task.kind,
+        "family": task.family,
+        "expect": task.expect,
+        "template": task.world,
+        "canaries": task.target.canaries,
+        "forged": task.target.forged,
+        "transform": task.target.transform,
+        "field": task.target.field,
+        "teacher": teacher.name if teacher.name == "builtin" else "openai",
+        "teacher_url": None if teacher.name == "builtin" else teacher.name,
+        "model": teacher.model,
+        "prompt_version": prompt.version,
+        "prompt_hash": prompt.hash,
+        **extra,
+    }
+
+
+async def process_task(task: Task, pool: Pool, teacher: Teacher, settings: dict[str, Any]) -> Result:
+    """Ask the teacher for one task's dialogue, retrying unusable replies, and check it."""
+    prompt = render_request(task)
+    request = TeacherRequest(
+        task_id=task.id,
+        messages=prompt.messages,
+        max_tokens=settings["max_tokens"],
+        temperature=settings["temperature"],
+        est_tokens=estimate_tokens(prompt.messages, settings["max_tokens"]),
+    )
+    usage = {"prompt_tokens": 0, "completion_tokens": 0}
+    failures: list[str] = []
+    for attempt in range(1, settings["parse_attempts"] + 1):
+        try:
+            reply = await pool.complete(request, task)
+        except PoolError as exc:
+            meta = _meta(task, teacher, prompt, {"usage": usage, "attempts": attempt})
+            return "rejected", {"id": task.id, "reason": exc.reason, "detail": exc.detail, "meta": meta}
+        usage["prompt_tokens"] += reply.prompt_tokens
+        usage["completion_tokens"] += reply.completion_tokens
+        try:
+            turns = parse_turns(reply.text, reply.finish_reason, task)
+        except TeacherReplyError as exc:
+            failures.append(str(exc))
+            last_error, last_text = exc, reply.text
+            continue
+        messages = [{"role": "system", "content": render_state(task.state)}, *turns]
+        violations = run_checks(messages, task, task.state)
+        meta = _meta(task, teacher, prompt, {"usage": usage, "attempts": attempt})
+        if violations:
+            meta["violations"] = violations
+            record = {"id": task.id, "reason": "checks", "detail": violations[0]["detail"], "meta": meta}
+            return "rejected", {**record, "messages": messages}
+        meta["checks"] = "passed"
+        return "accepted", {"messages": messages, "meta": meta}
+    meta = _meta(task, teacher, prompt, {"usage": usage, "attempts": settings["parse_attempts"]})
+    meta["failures"] = failures
+    record = {"id": task.id, "reason": last_error.reason, "detail": last_error.detail, "meta": meta}
+    return "rejected", {**record, "raw": last_text[-2000:]}
+
+
+class Runner:
+    """Runs the unfinished tasks of a run with one writer, graceful stop and resume."""
+
+    def __init__(self, run: RunDir, teacher: Teacher, settings: dict[str, Any]):
+        self.run = run
+        self.teacher = teacher
+        self.settings = settings
+        self.stats = RunStats(accepted=run.counts["accepted"], rejected=run.counts["rejected"])
+        self.pool: Pool | None = None
+        self._seen_hashes: dict[str, str] = {}
+        for record in read_jsonl(run.file("accepted.jsonl")):
+            self._seen_hashes[dialogue_hash(record["messages"][1:])] = record["meta"]["id"]
+
+    async def run(self, tasks: list[Task]) -> RunStats:
+        """Process every task not yet in the ledger; return the final counters."""
+        todo = [t for t in tasks if t.id not in self.run.finished]
+        self.stats.total = len(tasks)
+        self.stats.done = len(tasks) - len(todo)
+        writer = RunWriter(self.run, self.settings["flush_every"])
+        self._writer_done = anyio.Event()
+        self._feed_scope = anyio.CancelScope()
+        task_send, task_receive = anyio.create_memory_object_stream[Task](0)
+        result_send, result_receive = anyio.create_memory_object_stream[Result](256)
+        try:
+            async with Pool(self.teacher, self.settings) as pool, anyio.create_task_group() as outer:
+                self.pool = pool
+                outer.start_soon(self._write_results, result_receive, writer)
+                outer.start_soon(self._flush_periodically, writer)
+                async with anyio.create_task_group() as workers:
+                    outer.start_soon(self._watch_signals, workers.cancel_scope)
+                    workers.start_soon(self._feed, todo, task_send)
+                    for _ in range(max(1, self.settings["concurrency"])):
+                        workers.start_soon(self._work, task_receive.clone(), result_send.clone(), pool)
+                    task_receive.close()
+                    result_send.close()
+                await self._writer_done.wait()
+                outer.cancel_scope.cancel()
+        finally:
+            writer.close()
+        return self.stats
+
+    async def _feed(self, todo: list[Task], send: MemoryObjectSendStream[Task]) -> None:
+        with self._feed_scope:
+            async with send:
+                for task in todo:
+                    await send.send(task)
+
+    async def _work(
+        self,
+        receive: MemoryObjectReceiveStream[Task],
+        send: MemoryObjectSendStream[Result],
+        pool: Pool,
+    ) -> None:
+        async with receive, send:
+            async for task in receive:
+                result = await process_task(task, pool, self.teacher, self.settings)
+                await send.send(result)
+
+    async def _write_results(self, receive: MemoryObjectReceiveStream[Result], writer: RunWriter) -> None:
+        async with receive:
+            async for status, record in receive:
+                if status == "accepted":
+                    key = dialogue_hash(record["messages"][1:])
+                    first = self._seen_hashes.setdefault(key, record["meta"]["id"])
+                    if first != record["meta"]["id"]:
+                        status = "rejected"
+                        record = {
+                            "id": record["meta"]["id"],
+                            "reason": "duplicate",
+                            "detail": f"same dialogue as {first}",
+                            "meta": record["meta"],
+                        }
+                writer.write(status, record)
+                self._count(status, record)
+        writer.flush()
+        self._writer_done.set()
+
+    def _count(self, status: str, record: dict[str, Any]) -> None:
+        self.stats.done += 1
+        self.stats.done_this_session += 1
+        usage = record["meta"].get("usage", {})
+        self.stats.prompt_tokens += usage.get("prompt_tokens", 0)
+        self.stats.completion_tokens += usage.get("completion_tokens", 0)
+        self.stats.completion_tokens_this_session += usage.get("completion_tokens", 0)
+        if status == "accepted":
+            self.stats.accepted += 1
+        else:
+            self.stats.rejected += 1
+            reason = record["reason"]
+            self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + 1
+
+    async def _flush_periodically(self, writer: RunWriter) -> None:
+        while True:
+            await anyio.sleep(self.settings["flush_interval"])
+            writer.flush()
+
+    async def _watch_signals(self, workers: CancelScope) -> None:
+        # First signal: stop feeding and give in-flight tasks `grace` seconds; second: abandon them.
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                self.stats.interrupted = True
+                if self.stats.stopping:
+                    workers.cancel()
+                    return
+                self.stats.stopping = True
+                self._feed_scope.cancel()
+                workers.deadline = anyio.current_time() + self.settings["grace"]
