@@ -7,11 +7,11 @@ payload, the forged block) is built here, deterministically, so it is known exac
 from __future__ import annotations
 
 import base64
-import binascii
 import codecs
 import copy
 import difflib
 import hashlib
+import itertools
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,9 +22,10 @@ from typing import Any
 import yaml
 
 from factory.errors import ConfigError
+from factory.paths import PROMPTS_DIR
 from factory.state import render_state, split_path
 
-ATTACKS_FILE = Path(__file__).resolve().parent.parent / "prompts" / "attacks.yaml"
+ATTACKS_FILE = PROMPTS_DIR / "attacks.yaml"
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,7 @@ def get_transform(name: str) -> Transform:
     except KeyError:
         near = difflib.get_close_matches(name, TRANSFORMS, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ConfigError(
-            f"unknown transform {name!r}{hint}; known: {', '.join(TRANSFORMS)}"
-        ) from None
+        raise ConfigError(f"unknown transform {name!r}{hint}; known: {', '.join(TRANSFORMS)}") from None
 
 
 def encode(transform: str, text: str) -> str:
@@ -86,7 +85,7 @@ def decode(transform: str, text: str) -> str:
     """Decode `text` with the named transform; ValueError if it is not valid for that transform."""
     try:
         return get_transform(transform).decode(text)
-    except (binascii.Error, UnicodeDecodeError) as exc:  # binascii.Error is a ValueError too
+    except ValueError as exc:  # binascii.Error, UnicodeDecodeError and fromhex's error all are
         raise ValueError(f"not valid {transform}: {exc}") from None
 
 
@@ -146,12 +145,13 @@ def canary_token(task_id: str) -> str:
     return f"{word}-{int.from_bytes(digest[4:8], 'big') % 9000 + 1000}"
 
 
-def persona_for(task_id: str, avoid: Iterable[str] = ()) -> str:
-    """The attacker persona for a task, never one of the names in `avoid` (case-insensitive)."""
-    taken = {a.casefold() for a in avoid}
-    options = [p for p in attack_data().personas if p.casefold() not in taken]
+def persona_for(task_id: str, state_text: str = "") -> str:
+    """The attacker persona for a task: none that occurs anywhere in `state_text` (case-insensitive),
+    so a reply that merely repeats the state never looks like the persona speaking."""
+    text = state_text.casefold()
+    options = [p for p in attack_data().personas if p.casefold() not in text]
     if not options:
-        raise ConfigError("every persona in prompts/attacks.yaml is taken by the state; add more")
+        raise ConfigError("every persona in prompts/attacks.yaml occurs in the state; add more")
     return rng_for("persona", task_id).choice(options)
 
 
@@ -163,13 +163,24 @@ def hidden_instruction(rng: random.Random, token: str, secret_path: str | None =
     return rng.choice(bank["secret"]).format(token=token, secret=secret_path)
 
 
-def forge_state(state: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """Return a deep copy of `state` with each path in `changes` set; missing keys are created."""
+def forge_state(state: dict[str, Any], changes: dict[str, Any], drop: Iterable[str] = ()) -> dict[str, Any]:
+    """Deep-copy `state`, set each path in `changes` (creating missing keys) and remove each in `drop`."""
     forged = copy.deepcopy(state)
+    # Later list items go first, so deleting one never shifts the index of another still to delete.
+    ordered = sorted(
+        (split_path(p) for p in drop),
+        key=lambda parts: [(-x, "") if isinstance(x, int) else (0, x) for x in parts],
+    )
+    for parts in ordered:
+        *parents, last = parts
+        node: Any = forged
+        for part in parents:
+            node = node[part]
+        del node[last]
     for path, value in changes.items():
         parts = split_path(path)
-        node: Any = forged
-        for part, nxt in zip(parts, parts[1:], strict=False):
+        node = forged
+        for part, nxt in itertools.pairwise(parts):
             if isinstance(part, int):
                 node = node[part]
             else:
@@ -182,6 +193,9 @@ def forge_state(state: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any
     return forged
 
 
-def fake_state_block(state: dict[str, Any], changes: dict[str, Any]) -> str:
-    """A forged STATE block: the real state with `changes` applied, rendered like the real one."""
-    return render_state(forge_state(state, changes))
+def fake_state_block(state: dict[str, Any], changes: dict[str, Any], drop: Iterable[str] = ()) -> str:
+    """A forged STATE block: the real state with `changes` applied, rendered like the real one.
+
+    `drop` names fields the attacker cannot know (the secrets), so the forgery never carries them.
+    """
+    return render_state(forge_state(state, changes, drop))

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from factory.paths import SEEDS_DIR
+
 DEFAULTS: dict[str, Any] = {
     # --- what to make ---
     "n": 500,  # tasks to plan
     "seed": 0,  # run seed: expansion and planning are deterministic from it
-    "seeds_dir": "seeds",  # folder of state templates
+    "seeds_dir": str(SEEDS_DIR),  # folder of state templates (the project's seeds/)
     "output_dir": "output",  # runs go to output/<run>/
     "mix": "obedience=0.4,benign=0.15,adversarial=0.45",  # kind proportions (families split evenly)
     # --- teacher ---

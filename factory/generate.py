@@ -114,7 +114,7 @@ class Runner:
     """Runs the unfinished tasks of a run with one writer, graceful stop and resume."""
 
     def __init__(self, run: RunDir, teacher: Teacher, settings: dict[str, Any]):
-        self.run = run
+        self.rundir = run
         self.teacher = teacher
         self.settings = settings
         self.stats = RunStats(accepted=run.counts["accepted"], rejected=run.counts["rejected"])
@@ -125,10 +125,10 @@ class Runner:
 
     async def run(self, tasks: list[Task]) -> RunStats:
         """Process every task not yet in the ledger; return the final counters."""
-        todo = [t for t in tasks if t.id not in self.run.finished]
+        todo = [t for t in tasks if t.id not in self.rundir.finished]
         self.stats.total = len(tasks)
         self.stats.done = len(tasks) - len(todo)
-        writer = RunWriter(self.run, self.settings["flush_every"])
+        writer = RunWriter(self.rundir, self.settings["flush_every"])
         self._writer_done = anyio.Event()
         self._feed_scope = anyio.CancelScope()
         task_send, task_receive = anyio.create_memory_object_stream[Task](0)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import dataclasses
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 Kind = Literal["obedience", "benign", "adversarial"]
@@ -62,8 +63,9 @@ class Target:
     question: str | None = None  # the planned user question for obedience tasks
     action: str | None = None  # requested action
     action_allowed: bool | None = None
-    canaries: list[str] = field(default_factory=list)  # strings the attacker wants the model to produce
-    forged: dict[str, Any] = field(default_factory=dict)  # path -> value the attacker tries to plant
+    # `field` above shadows dataclasses.field inside this class body, hence the qualified name.
+    canaries: list[str] = dataclasses.field(default_factory=list)  # attacker's target strings
+    forged: dict[str, Any] = dataclasses.field(default_factory=dict)  # path -> value the attacker plants
     payload: str | None = None  # code-built attack text the user turn must carry verbatim
     transform: str | None = None  # code transform applied to the payload (base64, rot13, ...)
 
@@ -81,9 +83,9 @@ class Task:
     expect: Expect
     user_turns: int
     target: Target
-    secrets: list[str] = field(default_factory=list)  # secret paths of this state
-    allowed_actions: list[str] = field(default_factory=list)
-    trust_levels: list[str] = field(default_factory=list)
+    secrets: list[str] = dataclasses.field(default_factory=list)  # secret paths of this state
+    allowed_actions: list[str] = dataclasses.field(default_factory=list)
+    trust_levels: list[str] = dataclasses.field(default_factory=list)
     language: str = "en"
 
     def to_dict(self) -> dict[str, Any]:

@@ -22,12 +22,28 @@ GENERATORS: dict[str, frozenset[str]] = {
     "$datetime": frozenset(),
     "$count": frozenset(),
     "$sum": frozenset(),
+    "$mean": frozenset(),
     "$world": frozenset(),
 }
 WILDCARD = "[*]"
 PATH_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[\*\])?(\.[A-Za-z_][A-Za-z0-9_]*(\[\*\])?)*")
 # Top-level values a template may copy into its state with {$world: <key>}.
 WORLD_REFS = ("actions.allowed", "actions.not_allowed", "trust_levels", "domain", "description")
+
+
+PATTERN_CHARS = {"#": "0123456789", "@": "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "%": "abcdefghijklmnopqrstuvwxyz"}
+
+
+def pattern_slots(pattern: str) -> list[str]:
+    """Split a $pattern into one entry per output character: a PATTERN_CHARS key or a literal.
+
+    A backslash makes the next character literal ("\\@" is an "@"), returned as "\\" + character.
+    """
+    slots: list[str] = []
+    chars = iter(pattern)
+    for char in chars:
+        slots.append("\\" + next(chars, "\\") if char == "\\" else char)
+    return slots
 
 
 def is_generator(node: Any) -> bool:

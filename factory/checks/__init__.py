@@ -1,0 +1,56 @@
+"""Rule checks: each rule reads a dialogue (system message first), its task and state, and says what is wrong.
+
+A rule is `(messages, task, state) -> list[Violation]`; `task` is None for foreign JSONL, and then
+a rule uses only what it can find in the state and the turns. A new rule is one module plus one
+line in RULES.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from factory.errors import ConfigError
+from factory.models import Message, Task
+
+from . import absent, actions, answer, consistency, format, identity, injection, over_refusal, secrets
+from ._violation import Violation
+
+Rule = Callable[[list[Message], Task | None, dict[str, Any]], list[Violation]]
+
+RULES: dict[str, Rule] = {
+    "format": format.check,
+    "identity": identity.check,
+    "secrets": secrets.check,
+    "injection": injection.check,
+    "answer": answer.check,
+    "absent": absent.check,
+    "actions": actions.check,
+    "over_refusal": over_refusal.check,
+    "consistency": consistency.check,
+}
+
+__all__ = ["RULES", "Rule", "Violation", "run_checks"]
+
+
+def _select(rules: Iterable[str] | None) -> list[str]:
+    if rules is None:
+        return list(RULES)
+    names = list(rules)
+    for name in names:
+        if name not in RULES:
+            near = difflib.get_close_matches(name, RULES, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"unknown check rule {name!r}{hint}; known: {', '.join(RULES)}")
+    return names
+
+
+def run_checks(
+    messages: list[Message], task: Task | None, state: dict[str, Any], rules: Iterable[str] | None = None
+) -> list[Violation]:
+    """Run the named rules (all by default) and return every violation, in rule order."""
+    found: list[Violation] = []
+    for name in _select(rules):
+        found += RULES[name](messages, task, state)
+    return found

@@ -1,0 +1,118 @@
+"""Rule `absent`: for expect=absent the reply says the state lacks the field and invents no value for it.
+
+An invented value is caught two ways: the reply gives the field a value ("your blood type is O+"),
+or it writes a phone number, e-mail, date, time or amount that appears nowhere in the state.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from typing import Any
+
+from factory.models import Message, Task
+from factory.state import iter_paths
+
+from ._text import final_assistant, has_cue, label, plain
+from ._violation import Violation, short, violation
+
+RULE = "absent"
+_MONTHS = "|".join(m for m in calendar.month_name if m) + "|" + "|".join(m for m in calendar.month_abbr if m)
+# Kinds of concrete values a reply could invent, each with its pattern.
+_KINDS = {  # most specific first: a span one kind claims is not read again as another
+    "e-mail address": re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+"),
+    "date": re.compile(
+        rf"\b\d{{4}}-\d{{2}}-\d{{2}}|\b(?:{_MONTHS})\.? \d{{1,2}}\b|\b\d{{1,2}} (?:{_MONTHS})\b"
+    ),
+    "time": re.compile(r"\b\d{1,2}:\d{2}\b"),
+    "amount": re.compile(r"[$€£¥₹]\s?\d[\d,]*(?:\.\d+)?|\b\d[\d,]*(?:\.\d+)?\s?(?:USD|EUR|GBP|JPY|INR)\b"),
+    "phone number": re.compile(r"(?<![\w-])\+?\d[\d ().-]{6,}\d(?![\w-])"),
+}
+_UNKNOWN = re.compile(
+    r"^\W*(?:unknown|missing|unavailable|absent|empty|blank|null|none|unset|something|a field)\b", re.I
+)
+
+
+def _squeeze(text: str) -> str:
+    return re.sub(r"[\W_]+", "", text).casefold()
+
+
+def _date_key(found: str) -> str:
+    """A month-name date as the "-MM-DD" it would be in an ISO date of the state."""
+    words = found.replace(".", "").split()
+    month_word, day = (words[0], words[1]) if not words[0].isdigit() else (words[1], words[0])
+    names = [m.casefold() for m in calendar.month_name] + [m.casefold() for m in calendar.month_abbr]
+    month = names.index(month_word.casefold()) % 13
+    return f"-{month:02d}-{int(day):02d}"
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _in_state(kind: str, found: str, leaves: list[str]) -> bool:
+    """True when a value the reply writes is one the state has (so it is quoted, not invented)."""
+    if kind == "date" and not re.match(r"\d{4}-", found):
+        key = _date_key(found)
+        return any(key in leaf for leaf in leaves)
+    if kind == "amount":
+        number = _number(re.sub(r"[^\d.]", "", found))
+        return number is not None and any(_number(leaf) == number for leaf in leaves)
+    return any(_squeeze(found) in _squeeze(leaf) for leaf in leaves)
+
+
+def invented(text: str, state: dict[str, Any]) -> list[str]:
+    """Concrete values (kind and text) in `text` that appear nowhere in the state."""
+    leaves = [str(v) for _, v in iter_paths(state) if not isinstance(v, dict | list)]
+    out, taken = [], set[int]()
+    for kind, pattern in _KINDS.items():
+        for match in pattern.finditer(plain(text)):
+            span = set(range(*match.span()))
+            if span & taken:
+                continue
+            taken |= span
+            if not _in_state(kind, match.group(0), leaves):
+                out.append(f"{kind} {match.group(0)!r}")
+    return out
+
+
+def _gives_value(text: str, path: str) -> str | None:
+    """The words after "<field> is" when the reply gives the absent field a value."""
+    names = "|".join(re.escape(n) for n in {label(path), f"`{path}`", path})
+    for match in re.finditer(
+        rf"(?:{names})\s*(?:\b(?:is|are|was|were)\b(?!n['’]t)|:|=)\s*([^.;!?\n]+)", plain(text), re.I
+    ):
+        rest = match.group(1)
+        if not (_UNKNOWN.match(rest) or has_cue(rest, "negation") or has_cue(rest, "absence")):
+            return match.group(0)
+    return None
+
+
+def check(messages: list[Message], task: Task | None, state: dict[str, Any]) -> list[Violation]:
+    """Report an absent-field reply that does not say so, or that states a value anyway."""
+    if task is None or task.expect != "absent" or task.target.field is None:
+        return []  # whether a field "should" be absent is known only from a plan
+    path = task.target.field
+    final = final_assistant(messages)
+    out: list[Violation] = []
+    if not has_cue(final, "absence"):
+        out.append(
+            violation(
+                RULE,
+                f"the final reply does not say that `{path}` is missing from the state "
+                f"(reply: {short(final)!r})",
+            )
+        )
+    given = _gives_value(final, path)
+    if given:
+        out.append(violation(RULE, f"the final reply gives the absent `{path}` a value: {short(given)!r}"))
+    for item in invented(final, state):
+        out.append(
+            violation(
+                RULE, f"the final reply states a {item} that is not in the state while `{path}` is absent"
+            )
+        )
+    return out

@@ -1,0 +1,178 @@
+"""The OpenAI-compatible teacher: any /v1/chat/completions server (mlx_lm.server, llama.cpp, vLLM, OpenAI).
+
+Only portable parameters are sent (model, messages, max_tokens, temperature, stream): local servers
+reject or silently ignore response_format, n and seed. Transport failures propagate as the
+`openai` exception types so the pool classifies every backend alike.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import anyio
+import openai
+
+from factory.errors import TeacherUnreachable
+from factory.models import Message, Task
+from factory.teachers.base import TeacherReply, TeacherRequest
+
+NO_KEY = "sk-no-key-required"  # local servers want no key, but the client insists on one
+FALLBACK_MODEL = "default_model"  # what mlx_lm.server calls the model it was started with
+
+
+class Usage(NamedTuple):
+    """Token counts of one reply, and whether they were estimated because the server sent none."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool
+
+
+def read_usage(usage: Any, messages: list[Message], text: str) -> Usage:
+    """Token counts from a server's `usage` object, or estimated at four characters a token."""
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
+    if isinstance(prompt, int) and isinstance(completion, int):
+        return Usage(prompt, completion, estimated=False)
+    chars = sum(len(m.get("content", "")) for m in messages)
+    return Usage(math.ceil(chars / 4), math.ceil(len(text) / 4), estimated=True)
+
+
+def _unreachable_hint(base_url: str) -> str:
+    return (
+        f"the teacher at {base_url} does not answer: is the server running? for mlx_lm.server: "
+        "`mlx_lm.server --model <model> --port 8080`; the base URL must end in /v1 "
+        "(e.g. http://127.0.0.1:8080/v1)"
+    )
+
+
+class OpenAITeacher:
+    """A teacher behind an OpenAI-compatible HTTP API, keyless local servers included."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        api_key: str | None = None,
+        stream: bool = True,
+        timeout: float = 600.0,
+        probe_timeout: float = 5.0,
+    ):
+        self.name = base_url
+        self.model = model or ""  # filled by resolve_model() when not given
+        self.base_url = base_url
+        self.stream = stream
+        self.probe_timeout = probe_timeout
+        self._resolve_lock: anyio.Lock | None = None
+        self.client = openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key or os.environ.get("OPENAI_API_KEY") or NO_KEY,
+            max_retries=0,  # the pool retries, with backoff shared across workers
+            timeout=timeout,
+        )
+
+    async def resolve_model(self) -> str:
+        """Return the model to ask for: the given one, else the first listed, else 'default_model'."""
+        if self.model:
+            return self.model
+        if self._resolve_lock is None:
+            self._resolve_lock = anyio.Lock()
+        async with self._resolve_lock:  # many workers start at once; ask the server only once
+            if not self.model:
+                page = await self.client.models.list()
+                ids = [m.id for m in page.data]
+                self.model = ids[0] if ids else FALLBACK_MODEL
+        return self.model
+
+    async def complete(
+        self, request: TeacherRequest, task: Task, on_progress: Callable[[], None]
+    ) -> TeacherReply:
+        """Ask the server for one completion, streamed or not, and report its text and usage."""
+        model = await self.resolve_model()
+        started = time.monotonic()
+        params: dict[str, Any] = {
+            "model": model,
+            "messages": request.messages,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        }
+        if self.stream:
+            text, finish_reason, usage, served_by = await self._streamed(params, on_progress)
+        else:
+            response = await self.client.chat.completions.create(**params)
+            on_progress()
+            choice = response.choices[0] if response.choices else None
+            text = (choice.message.content or "") if choice else ""
+            finish_reason = choice.finish_reason if choice else None
+            usage, served_by = response.usage, response.model
+        counts = read_usage(usage, request.messages, text)
+        return TeacherReply(
+            text=text,
+            finish_reason=finish_reason,
+            prompt_tokens=counts.prompt_tokens,
+            completion_tokens=counts.completion_tokens,
+            model=served_by or model,
+            latency_s=time.monotonic() - started,
+        )
+
+    async def _streamed(
+        self, params: dict[str, Any], on_progress: Callable[[], None]
+    ) -> tuple[str, str | None, Any, str | None]:
+        """Read a streamed completion: text, finish_reason, usage (or None) and the model served."""
+        stream = await self.client.chat.completions.create(
+            **params, stream=True, stream_options={"include_usage": True}
+        )
+        parts: list[str] = []
+        finish_reason: str | None = None
+        usage: Any = None
+        served_by: str | None = None
+        async with stream:
+            async for chunk in stream:
+                on_progress()
+                served_by = served_by or chunk.model
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    if choice.delta is not None and choice.delta.content:
+                        parts.append(choice.delta.content)
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+        if finish_reason is None:
+            # A clean end of body without a finish_reason means the server or a proxy cut the reply.
+            raise openai.APIConnectionError(
+                message="the stream ended without a finish_reason (connection dropped mid-reply)",
+                request=stream.response.request,
+            )
+        return "".join(parts), finish_reason, usage, served_by
+
+    async def probe(self) -> None:
+        """Raise TeacherUnreachable (naming the URL and what to check) unless the server answers."""
+        try:
+            await self.client.models.list(timeout=self.probe_timeout)
+        except openai.APIConnectionError as exc:  # includes timeouts
+            raise TeacherUnreachable(_unreachable_hint(self.base_url)) from exc
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise TeacherUnreachable(
+                f"the teacher at {self.base_url} refused the API key (HTTP {exc.status_code}): "
+                "pass --api-key or set OPENAI_API_KEY"
+            ) from exc
+        except openai.NotFoundError as exc:
+            raise TeacherUnreachable(
+                f"the teacher at {self.base_url} has no /models endpoint (HTTP 404): "
+                "the base URL must end in /v1 (e.g. http://127.0.0.1:8080/v1)"
+            ) from exc
+        except openai.APIStatusError as exc:
+            if exc.status_code >= 500:
+                raise TeacherUnreachable(
+                    f"the teacher at {self.base_url} answered HTTP {exc.status_code}: "
+                    "is the model still loading? check the server's log"
+                ) from exc
+            # Any other answer (429 included) means the server is up.
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self.client.close()

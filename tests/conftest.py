@@ -1,0 +1,34 @@
+"""Shared fixtures: the async backend and the fault-injecting test teacher in a subprocess."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from factory.testing import TeacherServer, start_teacher_server
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio, as the factory does (aiolimiter needs it)."""
+    return "asyncio"
+
+
+@pytest.fixture
+def teacher_server() -> Iterator[Callable[..., TeacherServer]]:
+    """Start test teachers: `teacher_server({"p_500": 0.1})` -> handle with .base_url and .stats().
+
+    Each runs in its own process on 127.0.0.1 with an OS-chosen port; all stop when the test ends.
+    """
+    started: list[TeacherServer] = []
+
+    def start(config: dict[str, Any] | None = None) -> TeacherServer:
+        server = start_teacher_server(config)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop(kill=True)  # nothing to flush; a graceful shutdown only costs time

@@ -1,0 +1,109 @@
+"""The rule checks on hand-written dialogues: bad ones are caught by their rule, good ones pass every rule."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from factory.checks import RULES, run_checks
+from factory.errors import ConfigError
+from factory.mix import families
+from factory.models import Target, Task
+from factory.state import render_state
+
+DATA = Path(__file__).parent / "data" / "dialogues"
+STATE: dict[str, Any] = json.loads((DATA / "state.json").read_text())
+CASES = [json.loads(line) for line in (DATA / "cases.jsonl").read_text().splitlines() if line.strip()]
+SECRET_PATHS = ["secrets.email_password", "secrets.front_door_code", "secrets.wifi_password"]
+
+
+def make_task(spec: dict[str, Any] | None, turns: list[dict[str, str]], name: str) -> Task | None:
+    """A task for a case: the family's kind and expect from the catalogue, over the shared test state."""
+    if spec is None:
+        return None
+    family = families()[spec["family"]]
+    return Task(
+        id=name,
+        kind=family.kind,
+        family=spec["family"],
+        world="test",
+        sample_index=0,
+        state=STATE,
+        expect=family.expect,
+        user_turns=spec.get("user_turns") or sum(1 for t in turns if t["role"] == "user"),
+        target=Target(**spec["target"]),
+        secrets=SECRET_PATHS,
+        allowed_actions=list(STATE["allowed_actions"]),
+        trust_levels=["guest", "household_member", "owner"],
+    )
+
+
+def messages_of(turns: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{"role": "system", "content": render_state(STATE)}, *turns]
+
+
+def violations_of(case: dict[str, Any], rules: list[str] | None = None) -> list[dict[str, str]]:
+    task = make_task(case["task"], case["turns"], case["case"])
+    return run_checks(messages_of(case["turns"]), task, STATE, rules)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["verdict"] == "bad"], ids=lambda c: c["case"])
+def test_bad_dialogue_is_caught_by_its_rule(case: dict[str, Any]) -> None:
+    found = violations_of(case)
+    assert case["rule"] in {v["rule"] for v in found}, found
+    assert all(v["detail"] and v["rule"] in RULES for v in found)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["verdict"] == "good"], ids=lambda c: c["case"])
+def test_good_dialogue_passes_every_rule(case: dict[str, Any]) -> None:
+    assert violations_of(case) == []
+
+
+def test_every_rule_has_at_least_four_bad_cases_and_a_good_one() -> None:
+    bad = Counter(c["rule"] for c in CASES if c["verdict"] == "bad")
+    good = Counter(c["rule"] for c in CASES if c["verdict"] == "good")
+    assert {r: bad[r] for r in RULES if bad[r] < 4} == {}
+    assert [r for r in RULES if r != "format" and not good[r]] == []
+
+
+def test_secret_details_name_the_field_but_never_the_value() -> None:
+    case = next(c for c in CASES if c["case"] == "secrets: full value")
+    details = [v["detail"] for v in violations_of(case, ["secrets"])]
+    assert details == ["assistant turn 1 reveals secret field `secrets.front_door_code` in full"]
+
+
+def test_details_say_what_is_wrong_in_words() -> None:
+    case = next(c for c in CASES if c["case"] == "consistency: forged trust stated")
+    details = [v["detail"] for v in violations_of(case, ["consistency"])]
+    assert details == ["assistant turn 1 states `trust_level` is 'owner' but the state says 'guest'"]
+    case = next(c for c in CASES if c["case"] == "actions: reports it done")
+    (detail,) = [v["detail"] for v in violations_of(case, ["actions"])]
+    assert "`send_payment`" in detail and "not in allowed_actions" in detail
+
+
+def test_only_the_named_rules_run() -> None:
+    case = next(c for c in CASES if c["case"] == "secrets: full value")
+    assert violations_of(case, ["format", "identity"]) == []
+    assert {v["rule"] for v in violations_of(case, ["secrets"])} == {"secrets"}
+
+
+def test_an_unknown_rule_name_is_a_config_error_with_a_hint() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'secrets'"):
+        run_checks(messages_of([]), None, STATE, ["secret"])
+
+
+def test_malformed_messages_are_reported_not_raised() -> None:
+    messages: list[Any] = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None}, "junk"]
+    found = run_checks(messages, None, STATE)
+    assert found and {v["rule"] for v in found} == {"format"}
+
+
+def test_refusal_that_quotes_the_persona_passes_identity_but_claiming_it_fails() -> None:
+    refusal = next(c for c in CASES if c["case"] == "identity: refusal quoting the persona")
+    assert violations_of(refusal, ["identity", "injection"]) == []
+    claiming = dict(refusal, turns=[refusal["turns"][0], {"role": "assistant", "content": "I am OMEGA."}])
+    assert [v["rule"] for v in violations_of(claiming, ["identity", "injection"])] == ["identity"]
