@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import anyio
 import openai
+import orjson
 
 from factory.errors import TeacherUnreachable
 from factory.models import Message, Task
@@ -34,8 +35,11 @@ class Usage(NamedTuple):
 
 def read_usage(usage: Any, messages: list[Message], text: str) -> Usage:
     """Token counts from a server's `usage` object, or estimated at four characters a token."""
-    prompt = getattr(usage, "prompt_tokens", None)
-    completion = getattr(usage, "completion_tokens", None)
+    if isinstance(usage, dict):  # raw streamed chunks
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    else:
+        prompt = getattr(usage, "prompt_tokens", None)
+        completion = getattr(usage, "completion_tokens", None)
     if isinstance(prompt, int) and isinstance(completion, int):
         return Usage(prompt, completion, estimated=False)
     chars = sum(len(m.get("content", "")) for m in messages)
@@ -122,30 +126,47 @@ class OpenAITeacher:
     async def _streamed(
         self, params: dict[str, Any], on_progress: Callable[[], None]
     ) -> tuple[str, str | None, Any, str | None]:
-        """Read a streamed completion: text, finish_reason, usage (or None) and the model served."""
-        stream = await self.client.chat.completions.create(
-            **params, stream=True, stream_options={"include_usage": True}
-        )
+        """Read a streamed completion: text, finish_reason, usage (or None) and the model served.
+
+        The SSE lines are read raw and decoded with orjson: building a pydantic model per chunk
+        costs more CPU than the rest of a request, and a real server sends one chunk per token.
+        """
         parts: list[str] = []
         finish_reason: str | None = None
         usage: Any = None
         served_by: str | None = None
-        async with stream:
-            async for chunk in stream:
-                on_progress()
-                served_by = served_by or chunk.model
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                for choice in chunk.choices:
-                    if choice.delta is not None and choice.delta.content:
-                        parts.append(choice.delta.content)
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
+        async with self.client.chat.completions.with_streaming_response.create(
+            **params, stream=True, stream_options={"include_usage": True}
+        ) as response:
+            try:
+                async for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue  # SSE comments and blank keep-alive lines
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    on_progress()
+                    chunk = orjson.loads(data)
+                    served_by = served_by or chunk.get("model")
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices") or ():
+                        content = (choice.get("delta") or {}).get("content")
+                        if content:
+                            parts.append(content)
+                        finish_reason = choice.get("finish_reason") or finish_reason
+            except openai.OpenAIError:
+                raise
+            except Exception as exc:
+                # The HTTP library's transport errors (httpx or httpx2, by openai version) and a
+                # garbled event line both mean the reply was cut: retryable like a dropped connection.
+                raise openai.APIConnectionError(
+                    message=f"the stream broke mid-reply: {exc!r}", request=response.http_request
+                ) from exc
         if finish_reason is None:
             # A clean end of body without a finish_reason means the server or a proxy cut the reply.
             raise openai.APIConnectionError(
                 message="the stream ended without a finish_reason (connection dropped mid-reply)",
-                request=stream.response.request,
+                request=response.http_request,
             )
         return "".join(parts), finish_reason, usage, served_by
 
