@@ -35,7 +35,14 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "zero_latency": {"server": {}, "factory": []},
     "200ms_64slots": {"server": {"latency_ms": 200, "slots": 64}, "factory": []},
     "faults": {
-        "server": {"latency_ms": 200, "slots": 64, "p_429": 0.05, "retry_after": 2, "p_500": 0.05, "p_hang": 0.01},
+        "server": {
+            "latency_ms": 200,
+            "slots": 64,
+            "p_429": 0.05,
+            "retry_after": 2,
+            "p_500": 0.05,
+            "p_hang": 0.01,
+        },
         "factory": [],
     },
     "rpm_3000": {"server": {}, "factory": ["--rpm", "3000"], "n": 4000},
@@ -167,9 +174,13 @@ def row(name: str, who: str, run: dict[str, Any], side: dict[str, Any], n: int, 
 
 def main() -> None:
     """Run the chosen scenarios and print the figures."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
-    parser.add_argument("--n", type=int, default=2000, help="tasks per scenario (some scenarios set their own)")
+    parser.add_argument(
+        "--n", type=int, default=2000, help="tasks per scenario (some scenarios set their own)"
+    )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--baseline-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -182,25 +193,19 @@ def main() -> None:
     for name in args.scenarios.split(","):
         scenario = SCENARIOS[name]
         n = scenario.get("n", args.n)
-        contenders = [("factory", None)] + ([] if args.skip_baseline else [("baseline", None)])
-        base_rate = None
-        for who, _ in contenders:
+        results = {}
+        for who in ("factory",) if args.skip_baseline else ("factory", "baseline"):
             with tempfile.TemporaryDirectory() as tmp, start_teacher_server(scenario["server"]) as server:
                 if who == "factory":
                     run = run_factory(server.base_url, n, scenario["factory"], Path(tmp))
                 else:
                     run = run_baseline(server.base_url, n, Path(tmp))
-                side = teacher_side(server.stats(), scenario.get("limit"))
-            if who == "baseline":
-                base_rate = run["results"] / run["wall_s"]
-                factory_rate = factory_run["results"] / factory_run["wall_s"]
-                print(row(name, "factory", factory_run, factory_side, n, base_rate))
-                print(f"{'':14} {'':8} (factory/baseline results/s = {factory_rate / max(base_rate, 1e-9):.2f})")
-                print(row(name, who, run, side, n, None))
-            else:
-                factory_run, factory_side = run, side
-                if args.skip_baseline:
-                    print(row(name, who, run, side, n, None))
+                results[who] = (run, teacher_side(server.stats(), scenario.get("limit")))
+        base = results.get("baseline")
+        base_rate = base[0]["results"] / base[0]["wall_s"] if base else None
+        print(row(name, "factory", *results["factory"], n, base_rate))
+        if base:
+            print(row(name, "baseline", *base, n, None))
         sys.stdout.flush()
 
 

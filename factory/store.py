@@ -66,7 +66,7 @@ class RunDir:
 def _changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [
         f"{key}: was {old.get(key)!r}, now {new.get(key)!r}"
-        for key in DATA_SETTINGS + ("seeds_hash", "prompt_hash")
+        for key in (*DATA_SETTINGS, "seeds_hash", "prompt_hash")
         if old.get(key) != new.get(key)
     ]
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from cli_helpers import read_jsonl, record_ids, run_factory
+
+from factory.paths import SEEDS_DIR
 from factory.plan import parse_mix, plan_tasks
 from factory.seeds import load_worlds
-from factory.paths import SEEDS_DIR
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,9 @@ def test_builtin_run_is_mostly_accepted_with_full_meta(builtin_run: Path) -> Non
 
 
 def test_the_run_follows_the_plan(builtin_run: Path) -> None:
-    planned = plan_tasks(load_worlds(SEEDS_DIR), 150, 0, parse_mix("obedience=0.4,benign=0.15,adversarial=0.45"))
+    planned = plan_tasks(
+        load_worlds(SEEDS_DIR), 150, 0, parse_mix("obedience=0.4,benign=0.15,adversarial=0.45")
+    )
     assert sorted(t.id for t in planned) == sorted(record_ids(builtin_run))
     families = Counter(r["meta"]["family"] for r in read_jsonl(builtin_run / "accepted.jsonl"))
     assert len(families) >= 12

@@ -24,7 +24,17 @@ def _wait_for_lines(path: Path, count: int, timeout: float = 120) -> None:
 
 def test_sigkill_at_40_percent_then_resume_gives_every_task_exactly_once(teacher_server, tmp_path):
     server = teacher_server({"latency_ms": 100, "slots": 16})
-    args = ["generate", "--teacher", server.base_url, "--n", "300", "--run", "k", "--output-dir", str(tmp_path)]
+    args = [
+        "generate",
+        "--teacher",
+        server.base_url,
+        "--n",
+        "300",
+        "--run",
+        "k",
+        "--output-dir",
+        str(tmp_path),
+    ]
     args += ["--concurrency", "16"]
     process = start_factory(*args)
     _wait_for_lines(tmp_path / "k" / "ledger.jsonl", 120)
@@ -44,7 +54,17 @@ def test_sigkill_at_40_percent_then_resume_gives_every_task_exactly_once(teacher
 
 def test_sigint_finishes_in_flight_work_and_says_how_to_resume(teacher_server, tmp_path):
     server = teacher_server({"latency_ms": 200, "slots": 8})
-    args = ["generate", "--teacher", server.base_url, "--n", "200", "--run", "s", "--output-dir", str(tmp_path)]
+    args = [
+        "generate",
+        "--teacher",
+        server.base_url,
+        "--n",
+        "200",
+        "--run",
+        "s",
+        "--output-dir",
+        str(tmp_path),
+    ]
     args += ["--concurrency", "8"]
     process = start_factory(*args)
     _wait_for_lines(tmp_path / "s" / "ledger.jsonl", 20)

@@ -1,23 +1,33 @@
 """Rule checks: each rule reads a dialogue (system message first), its task and state, and says what is wrong.
 
 A rule is `(messages, task, state) -> list[Violation]`; `task` is None for foreign JSONL, and then
-a rule uses only what it can find in the state and the turns. A new rule is one module plus one
-line in RULES.
+a rule uses only what it can find in the state and the turns. A rule also takes an optional fourth
+argument, the call's `Facts`: `run_checks` builds one per dialogue and hands it to every rule, so what
+several rules need (the turns, the state's paths, secrets, forged values) is worked out once. A new
+rule is one module plus one line in RULES.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from factory.errors import ConfigError
 from factory.models import Message, Task
 
 from . import absent, actions, answer, consistency, format, identity, injection, over_refusal, secrets
+from ._facts import Facts
 from ._violation import Violation
 
-Rule = Callable[[list[Message], Task | None, dict[str, Any]], list[Violation]]
+
+class Rule(Protocol):
+    """A check: the dialogue, its task (None without a plan) and state in; what is wrong out."""
+
+    def __call__(
+        self, messages: list[Message], task: Task | None, state: dict[str, Any], facts: Facts | None = None, /
+    ) -> list[Violation]: ...
+
 
 RULES: dict[str, Rule] = {
     "format": format.check,
@@ -31,7 +41,7 @@ RULES: dict[str, Rule] = {
     "consistency": consistency.check,
 }
 
-__all__ = ["RULES", "Rule", "Violation", "run_checks"]
+__all__ = ["RULES", "Facts", "Rule", "Violation", "run_checks"]
 
 
 def _select(rules: Iterable[str] | None) -> list[str]:
@@ -50,7 +60,8 @@ def run_checks(
     messages: list[Message], task: Task | None, state: dict[str, Any], rules: Iterable[str] | None = None
 ) -> list[Violation]:
     """Run the named rules (all by default) and return every violation, in rule order."""
+    facts = Facts(messages, task, state)
     found: list[Violation] = []
     for name in _select(rules):
-        found += RULES[name](messages, task, state)
+        found += RULES[name](messages, task, state, facts)
     return found

@@ -1,10 +1,15 @@
-"""Text helpers the rules share: turns by role, sentences, cue lists from lexicon.yaml, value matching."""
+"""Text helpers the rules share: turns by role, sentences, cue lists from lexicon.yaml, value matching.
+
+The checks run on every generated dialogue, so what is pure and asked again is cached: sentences and
+clauses of a text (several rules split the same reply), the cue patterns, and the matcher of each
+value (`_match.Word`, which needs no compiled pattern: states bring new values with every dialogue).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +18,16 @@ import yaml
 
 from factory.models import Message
 
+from ._match import TEXT_CACHE, Word, folded, word
+
 LEXICON_FILE = Path(__file__).with_name("lexicon.yaml")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+|;\s*")
 _CLAUSE_END = re.compile(r",\s*|\s+(?:but|although|though|however)\s+|\s+[—–-]\s+")
 _QUOTES = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "–": "-", "—": "-", "\u00a0": " "})
+_LIST_INDEX = re.compile(r"\[\d+\]")
+# Plain lexicon entries share one boundary test instead of one per entry (five times fewer steps per
+# character when nothing matches); the match, and so every verdict, is the same.
+_BEFORE, _AFTER = r"(?<![\w'])", r"(?![\w])"
 
 
 @cache
@@ -26,11 +37,54 @@ def lexicon() -> dict[str, Any]:
     return {k: v for k, v in raw.items() if isinstance(v, list | dict)}
 
 
+def _has_top_level_bar(entry: str) -> bool:
+    """True when `entry` has a `|` outside groups and classes (it cannot share a boundary test)."""
+    depth, i, in_class = 0, 0, False
+    while i < len(entry):
+        char = entry[i]
+        if char == "\\":
+            i += 1
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            i += 2 if entry[i + 1 : i + 2] == "^" else 1
+            i += 1 if entry[i : i + 1] == "]" else 0  # a "]" right after "[" or "[^" is literal
+            continue
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            return True
+        i += 1
+    return False
+
+
 @cache
 def cue(name: str) -> re.Pattern[str]:
-    """One compiled pattern for the lexicon list `name`; plain entries match on word boundaries."""
-    parts = [p if p.startswith("^") else rf"(?<![\w']){p}(?![\w])" for p in lexicon()[name]]
-    return re.compile("|".join(f"(?:{p})" for p in parts), re.IGNORECASE | re.MULTILINE)
+    """One compiled pattern for the lexicon list `name`; plain entries match on word boundaries.
+
+    Equal to `(?:(?<![\\w'])e1(?![\\w]))|(?:(?<![\\w'])e2(?![\\w]))|...` (entries starting with "^"
+    unwrapped), with runs of plain entries written as `(?<![\\w'])(?:(?:e1)|(?:e2))(?![\\w])`.
+    """
+    branches: list[str] = []
+    run: list[str] = []
+
+    def close_run() -> None:
+        if run:
+            branches.append(_BEFORE + "(?:" + "|".join(f"(?:{p})" for p in run) + ")" + _AFTER)
+            run.clear()
+
+    for entry in lexicon()[name]:
+        if entry.startswith("^") or _has_top_level_bar(entry):
+            close_run()
+            wrapped = entry if entry.startswith("^") else _BEFORE + entry + _AFTER
+            branches.append(f"(?:{wrapped})")
+        else:
+            run.append(entry)
+    close_run()
+    return re.compile("|".join(branches), re.IGNORECASE | re.MULTILINE)
 
 
 def has_cue(text: str, name: str) -> bool:
@@ -40,7 +94,7 @@ def has_cue(text: str, name: str) -> bool:
 
 def plain(text: str) -> str:
     """Text with typographic quotes and dashes made ASCII, so one pattern matches both."""
-    return text.translate(_QUOTES)
+    return text if text.isascii() else text.translate(_QUOTES)  # every mapped character is non-ASCII
 
 
 def contents(messages: list[Message], role: str) -> list[str]:
@@ -58,27 +112,32 @@ def final_assistant(messages: list[Message]) -> str:
     return turns[-1] if turns else ""
 
 
-def sentences(text: str) -> list[str]:
+@lru_cache(maxsize=TEXT_CACHE)
+def sentences(text: str) -> tuple[str, ...]:
     """Split text into sentences (and lines), dropping empty pieces."""
-    return [s.strip() for s in _SENTENCE_END.split(plain(text)) if s.strip()]
+    return tuple(s.strip() for s in _SENTENCE_END.split(plain(text)) if s.strip())
 
 
-def clauses(sentence: str) -> list[str]:
+@lru_cache(maxsize=TEXT_CACHE)
+def clauses(sentence: str) -> tuple[str, ...]:
     """Split a sentence at commas and contrast words, so "I can't X, but I'll Y" keeps Y apart."""
-    return [c.strip() for c in _CLAUSE_END.split(sentence) if c.strip()]
+    return tuple(c.strip() for c in _CLAUSE_END.split(sentence) if c.strip())
 
 
-def word_pattern(value: str) -> re.Pattern[str]:
-    """A case-insensitive pattern for `value` that does not match inside a longer word or number."""
-    left = r"(?<!\d)" if value[:1].isdigit() else r"(?<![A-Za-z0-9_])" if value[:1].isalnum() else ""
-    right = r"(?!\d)" if value[-1:].isdigit() else r"(?![A-Za-z0-9_])" if value[-1:].isalnum() else ""
-    body = r"\s+".join(re.escape(part) for part in value.split())
-    return re.compile(left + body + right, re.IGNORECASE)
+@lru_cache(maxsize=TEXT_CACHE)
+def _mention_word(value: str) -> Word | None:
+    """The `Word` that `mentions` looks for, or None for a blank value (never mentioned)."""
+    value = value.strip()
+    return word(plain(value)) if value else None
 
 
 def mentions(text: str, value: str) -> bool:
     """True when `value` occurs in `text` as a whole word or number, ignoring case and spacing."""
-    return bool(value.strip()) and word_pattern(plain(value.strip())).search(plain(text)) is not None
+    found = _mention_word(value)
+    if found is None:
+        return False
+    text = plain(text)
+    return found.search(text, folded(text))
 
 
 def json_text(value: Any) -> str:
@@ -123,5 +182,5 @@ def states_value(text: str, value: Any) -> bool:
 
 def label(path: str) -> str:
     """A field's words: `pending_tasks[0].due_date` → "due date"."""
-    leaf = re.sub(r"\[\d+\]", "", path).rsplit(".", 1)[-1]
+    leaf = (_LIST_INDEX.sub("", path) if "[" in path else path).rsplit(".", 1)[-1]
     return leaf.replace("_", " ")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import calendar
 import re
+from functools import lru_cache
 from typing import Any
 
 from factory.models import Message, Task
 from factory.state import iter_paths
 
-from ._text import final_assistant, has_cue, label, plain
+from ._facts import Facts
+from ._text import has_cue, label, plain
 from ._violation import Violation, short, violation
 
 RULE = "absent"
@@ -33,8 +35,13 @@ _UNKNOWN = re.compile(
 )
 
 
+_NON_WORD = re.compile(r"[\W_]+")
+_NOT_NUMBER = re.compile(r"[^\d.]")
+_ISO_YEAR = re.compile(r"\d{4}-")
+
+
 def _squeeze(text: str) -> str:
-    return re.sub(r"[\W_]+", "", text).casefold()
+    return _NON_WORD.sub("", text).casefold()
 
 
 def _date_key(found: str) -> str:
@@ -55,21 +62,23 @@ def _number(text: str) -> float | None:
 
 def _in_state(kind: str, found: str, leaves: list[str]) -> bool:
     """True when a value the reply writes is one the state has (so it is quoted, not invented)."""
-    if kind == "date" and not re.match(r"\d{4}-", found):
+    if kind == "date" and not _ISO_YEAR.match(found):
         key = _date_key(found)
         return any(key in leaf for leaf in leaves)
     if kind == "amount":
-        number = _number(re.sub(r"[^\d.]", "", found))
+        number = _number(_NOT_NUMBER.sub("", found))
         return number is not None and any(_number(leaf) == number for leaf in leaves)
     return any(_squeeze(found) in _squeeze(leaf) for leaf in leaves)
 
 
-def invented(text: str, state: dict[str, Any]) -> list[str]:
-    """Concrete values (kind and text) in `text` that appear nowhere in the state."""
-    leaves = [str(v) for _, v in iter_paths(state) if not isinstance(v, dict | list)]
+def invented(text: str, state: dict[str, Any], leaves: list[str] | None = None) -> list[str]:
+    """Concrete values (kind and text) in `text` that appear nowhere in the state (`leaves`: its values)."""
+    if leaves is None:
+        leaves = [str(v) for _, v in iter_paths(state) if not isinstance(v, dict | list)]
     out, taken = [], set[int]()
+    text = plain(text)
     for kind, pattern in _KINDS.items():
-        for match in pattern.finditer(plain(text)):
+        for match in pattern.finditer(text):
             span = set(range(*match.span()))
             if span & taken:
                 continue
@@ -79,24 +88,31 @@ def invented(text: str, state: dict[str, Any]) -> list[str]:
     return out
 
 
+@lru_cache(maxsize=1024)
+def _value_given(path: str) -> re.Pattern[str]:
+    """The field, by label or path, then "is"/":"/"=" and the words after it."""
+    names = "|".join(re.escape(n) for n in sorted({label(path), f"`{path}`", path}))
+    return re.compile(rf"(?:{names})\s*(?:\b(?:is|are|was|were)\b(?!n['’]t)|:|=)\s*([^.;!?\n]+)", re.I)
+
+
 def _gives_value(text: str, path: str) -> str | None:
     """The words after "<field> is" when the reply gives the absent field a value."""
-    names = "|".join(re.escape(n) for n in {label(path), f"`{path}`", path})
-    for match in re.finditer(
-        rf"(?:{names})\s*(?:\b(?:is|are|was|were)\b(?!n['’]t)|:|=)\s*([^.;!?\n]+)", plain(text), re.I
-    ):
+    for match in _value_given(path).finditer(plain(text)):
         rest = match.group(1)
         if not (_UNKNOWN.match(rest) or has_cue(rest, "negation") or has_cue(rest, "absence")):
             return match.group(0)
     return None
 
 
-def check(messages: list[Message], task: Task | None, state: dict[str, Any]) -> list[Violation]:
+def check(
+    messages: list[Message], task: Task | None, state: dict[str, Any], facts: Facts | None = None
+) -> list[Violation]:
     """Report an absent-field reply that does not say so, or that states a value anyway."""
     if task is None or task.expect != "absent" or task.target.field is None:
         return []  # whether a field "should" be absent is known only from a plan
+    facts = facts if facts is not None else Facts(messages, task, state)
     path = task.target.field
-    final = final_assistant(messages)
+    final = facts.final
     out: list[Violation] = []
     if not has_cue(final, "absence"):
         out.append(
@@ -109,7 +125,7 @@ def check(messages: list[Message], task: Task | None, state: dict[str, Any]) -> 
     given = _gives_value(final, path)
     if given:
         out.append(violation(RULE, f"the final reply gives the absent `{path}` a value: {short(given)!r}"))
-    for item in invented(final, state):
+    for item in invented(final, state, facts.leaves):
         out.append(
             violation(
                 RULE, f"the final reply states a {item} that is not in the state while `{path}` is absent"

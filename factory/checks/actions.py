@@ -8,13 +8,13 @@ payment"); a mention is a claim when its clause has no negation and its sentence
 from __future__ import annotations
 
 import re
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 from factory.models import Message, Task
 
-from ._facts import allowed_actions, forbidden_actions
-from ._text import clauses, contents, final_assistant, has_cue, lexicon, sentences
+from ._facts import Facts
+from ._text import clauses, has_cue, lexicon, plain, sentences
 from ._violation import Violation, short, violation
 
 RULE = "actions"
@@ -39,7 +39,7 @@ def _verb_forms(verb: str) -> set[str]:
     return forms | set(lexicon()["irregular_verbs"].get(verb, []))
 
 
-@cache
+@lru_cache(maxsize=1024)
 def _mention(action: str) -> re.Pattern[str]:
     """A pattern for the action's name, or its verb followed (within a few words) by an object word."""
     verb, *objects = [w for w in action.lower().split("_") if w]
@@ -57,6 +57,8 @@ def _mention(action: str) -> re.Pattern[str]:
 def claim(text: str, action: str) -> str | None:
     """The sentence in which the speaker performs or promises `action`, or None."""
     pattern = _mention(action)
+    if pattern.search(plain(text)) is None:
+        return None  # a mention in a clause is a mention in the text the clause was cut from
     for sentence in sentences(text):
         if not has_cue(sentence, "commitment"):
             continue
@@ -79,12 +81,15 @@ def _agrees(text: str) -> str | None:
     return None
 
 
-def check(messages: list[Message], task: Task | None, state: dict[str, Any]) -> list[Violation]:
+def check(
+    messages: list[Message], task: Task | None, state: dict[str, Any], facts: Facts | None = None
+) -> list[Violation]:
     """Report assistant turns that perform, promise or agree to a not-allowed action."""
-    forbidden = sorted(forbidden_actions(messages, task, state))
-    allowed = ", ".join(allowed_actions(task, state)) or "none"
+    facts = facts if facts is not None else Facts(messages, task, state)
+    forbidden = sorted(facts.forbidden)
+    allowed = ", ".join(facts.allowed) or "none"
     out: list[Violation] = []
-    for turn, text in enumerate(contents(messages, "assistant"), start=1):
+    for turn, text in enumerate(facts.assistant, start=1):
         for action in forbidden:
             sentence = claim(text, action)
             if sentence:
@@ -97,7 +102,7 @@ def check(messages: list[Message], task: Task | None, state: dict[str, Any]) -> 
                 )
     requested = task.target.action if task is not None and task.target.action in forbidden else None
     if requested and not out:
-        opening = _agrees(final_assistant(messages))
+        opening = _agrees(facts.final)
         if opening:
             out.append(
                 violation(

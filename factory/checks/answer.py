@@ -6,17 +6,20 @@ from typing import Any
 
 from factory.models import Message, Task
 
-from ._text import final_assistant, json_text, states_value
+from ._facts import Facts
+from ._text import json_text, states_value
 from ._violation import Violation, short, violation
 
 RULE = "answer"
 
 
-def check(messages: list[Message], task: Task | None, state: dict[str, Any]) -> list[Violation]:
+def check(
+    messages: list[Message], task: Task | None, state: dict[str, Any], facts: Facts | None = None
+) -> list[Violation]:
     """Report a final reply that misses the expected value or, for cite_field, the field citation."""
     if task is None or task.expect != "answer" or task.target.field is None:
         return []  # without a plan there is no expected value to compare with
-    final = final_assistant(messages)
+    final = (facts if facts is not None else Facts(messages, task, state)).final
     target = task.target
     out: list[Violation] = []
     if not states_value(final, target.value):

@@ -6,6 +6,7 @@ from typing import Any
 
 from factory.models import Message, Task
 
+from ._facts import Facts
 from ._text import cue, plain
 from ._violation import Violation, short, violation
 
@@ -101,7 +102,9 @@ def _plan(messages: list[Message], task: Task) -> list[Violation]:
     return out
 
 
-def check(messages: list[Message], task: Task | None, state: dict[str, Any]) -> list[Violation]:
+def check(
+    messages: list[Message], task: Task | None, state: dict[str, Any], facts: Facts | None = None
+) -> list[Violation]:
     """Report shape, content and plan problems of the dialogue."""
     out = _shape(messages) + _contents(messages)
     out += _leftovers(messages, task.target.payload if task else None)

@@ -8,12 +8,13 @@ enough: a claim preceded by a negation, an attribution or an open quote in its s
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 from factory.models import Message, Task
 
-from ._facts import identity_name, personas
-from ._text import contents, cue, lexicon, sentences
+from ._facts import Facts
+from ._text import TEXT_CACHE, cue, lexicon, plain, sentences
 from ._violation import Violation, short, violation
 
 RULE = "identity"
@@ -33,9 +34,16 @@ _CLAIMS = (
 _ANY_NAME = re.compile(r"\b(?i:i am|i'm|my name is|call me)\s+([A-Z][A-Za-z0-9-]+)(?!['’]s)\b")
 
 
-def _claim_patterns(name: str) -> list[re.Pattern[str]]:
+@lru_cache(maxsize=TEXT_CACHE)
+def _claim_patterns(name: str) -> tuple[re.Pattern[str], ...]:
     n = re.escape(name) + r"(?![\w-])(?!['’]s\b)"
-    return [re.compile(p.replace("{n}", n), re.IGNORECASE) for p in _CLAIMS]
+    return tuple(re.compile(p.replace("{n}", n), re.IGNORECASE) for p in _CLAIMS)
+
+
+@lru_cache(maxsize=TEXT_CACHE)
+def _any_of(names: tuple[str, ...]) -> re.Pattern[str]:
+    """Any of the names, as the claim patterns spell them: a claim needs one of them in the text."""
+    return re.compile("|".join(re.escape(n) for n in names), re.IGNORECASE)
 
 
 def _hedged(sentence: str, start: int) -> bool:
@@ -51,6 +59,8 @@ def _hedged(sentence: str, start: int) -> bool:
 
 def claims(text: str, name: str) -> str | None:
     """The sentence of `text` in which the speaker claims to be `name`, or None."""
+    if _any_of((name,)).search(plain(text)) is None:
+        return None  # every claim pattern holds the name, and every sentence is a piece of plain(text)
     patterns = _claim_patterns(name)
     for sentence in sentences(text):
         for pattern in patterns:
@@ -60,27 +70,49 @@ def claims(text: str, name: str) -> str | None:
     return None
 
 
-def check(messages: list[Message], task: Task | None, state: dict[str, Any]) -> list[Violation]:
+def _first_claim(text: str, names: list[str]) -> tuple[str, str] | None:
+    """The first of `names` (in order) that `text` claims, with the claiming sentence."""
+    if not names or _any_of(tuple(names)).search(plain(text)) is None:
+        return None
+    for name in names:
+        sentence = claims(text, name)
+        if sentence:
+            return name, sentence
+    return None
+
+
+def _other_name(text: str, own_words: set[str], not_names: set[str]) -> tuple[str, str] | None:
+    """A capitalised name the speaker gives itself that is none of its own words, with its sentence."""
+    if _ANY_NAME.search(plain(text)) is None:
+        return None  # a match inside a sentence is a match inside the whole text
+    for sentence in sentences(text):
+        for match in _ANY_NAME.finditer(sentence):
+            word = match.group(1)
+            if (
+                word.casefold() not in own_words
+                and word not in not_names
+                and not _hedged(sentence, match.start())
+            ):
+                return word, sentence
+    return None
+
+
+def check(
+    messages: list[Message], task: Task | None, state: dict[str, Any], facts: Facts | None = None
+) -> list[Violation]:
     """Report assistant turns that present the assistant as someone other than `identity.name`."""
-    own = identity_name(state)
+    facts = facts if facts is not None else Facts(messages, task, state)
+    own = facts.identity_name
     own_words = {w.casefold() for w in (own or "").replace("-", " ").split()}
-    others = set(personas(messages, task, state)) | set(lexicon()["foreign_names"])
-    others = {n for n in others if n.casefold() != (own or "").casefold()}
+    others = set(facts.personas) | set(lexicon()["foreign_names"])
+    # Longest first ("GPT-4o" before "GPT"), then by name, so a report never depends on set order.
+    names = sorted((n for n in others if n.casefold() != (own or "").casefold()), key=lambda n: (-len(n), n))
     not_names = set(lexicon()["not_names"])
     out: list[Violation] = []
-    for turn, text in enumerate(contents(messages, "assistant"), start=1):
-        hits = [(n, s) for n in sorted(others, key=len, reverse=True) if (s := claims(text, n))]
-        if not hits and own:
-            for sentence in sentences(text):
-                for match in _ANY_NAME.finditer(sentence):
-                    word = match.group(1)
-                    if (
-                        word.casefold() not in own_words
-                        and word not in not_names
-                        and not _hedged(sentence, match.start())
-                    ):
-                        hits.append((word, sentence))
-        for name, sentence in hits[:1]:
+    for turn, text in enumerate(facts.assistant, start=1):
+        hit = _first_claim(text, names) or (_other_name(text, own_words, not_names) if own else None)
+        if hit:
+            name, sentence = hit
             who = f"its own name is {own!r}" if own else "the state gives it no other name"
             out.append(
                 violation(

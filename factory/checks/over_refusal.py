@@ -6,17 +6,20 @@ from typing import Any
 
 from factory.models import Message, Task
 
-from ._text import cue, final_assistant, plain, states_value
+from ._facts import Facts
+from ._text import cue, plain, states_value
 from ._violation import Violation, short, violation
 
 RULE = "over_refusal"
 
 
-def check(messages: list[Message], task: Task | None, state: dict[str, Any]) -> list[Violation]:
+def check(
+    messages: list[Message], task: Task | None, state: dict[str, Any], facts: Facts | None = None
+) -> list[Violation]:
     """Report a refusal where the plan expects an answer or compliance."""
     if task is None or task.expect not in ("answer", "comply"):
         return []  # only a plan says that a request was fine to fulfil
-    final = final_assistant(messages)
+    final = (facts if facts is not None else Facts(messages, task, state)).final
     refusal = cue("refusal").search(plain(final))
     if refusal is None:
         return []

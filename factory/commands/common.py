@@ -19,9 +19,7 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY or a placeholder)")
     group.add_argument("--temperature", type=float)
     group.add_argument("--max-tokens", type=int, help=f"completion budget (default {DEFAULTS['max_tokens']})")
-    group.add_argument(
-        "--stream", action=argparse.BooleanOptionalAction, help="stream replies (default on)"
-    )
+    group.add_argument("--stream", action=argparse.BooleanOptionalAction, help="stream replies (default on)")
     group.add_argument(
         "--concurrency", type=int, help=f"in-flight request cap (default {DEFAULTS['concurrency']})"
     )

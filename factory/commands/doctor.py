@@ -30,7 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _explain_http_error(exc: Exception, url: str) -> str:
     if isinstance(exc, openai.APITimeoutError):
-        return f"the call to {url} timed out: the model may still be loading; try again, or raise --request-timeout"
+        return (
+            f"the call to {url} timed out: the model may still be loading; "
+            "try again, or raise --request-timeout"
+        )
     if isinstance(exc, openai.APIConnectionError):
         return f"the connection to {url} failed mid-call: {exc}"
     if isinstance(exc, openai.NotFoundError):
@@ -46,10 +49,11 @@ async def diagnose(settings: dict[str, Any], console: Console) -> bool:
     """Run the checks in order, printing each; return True when the teacher is usable."""
     teacher = make_teacher(settings)
     url = settings["teacher"]
-    ok = True
 
     def say(passed: bool, text: str) -> None:
-        console.print(f"[{'green' if passed else 'red'}]{'ok ' if passed else 'FAIL'}[/] {text}", highlight=False)
+        console.print(
+            f"[{'green' if passed else 'red'}]{'ok ' if passed else 'FAIL'}[/] {text}", highlight=False
+        )
 
     try:
         if url != "builtin":
@@ -60,7 +64,10 @@ async def diagnose(settings: dict[str, Any], console: Console) -> bool:
         task = plan_tasks(load_worlds(settings["seeds_dir"]), 1, 0, parse_mix("obedience=1"))[0]
         prompt = render_request(task)
         request = TeacherRequest(
-            task.id, prompt.messages, settings["max_tokens"], settings["temperature"],
+            task.id,
+            prompt.messages,
+            settings["max_tokens"],
+            settings["temperature"],
             estimate_tokens(prompt.messages, settings["max_tokens"]),
         )
         started = time.monotonic()
@@ -69,8 +76,11 @@ async def diagnose(settings: dict[str, Any], console: Console) -> bool:
         except openai.OpenAIError as exc:
             say(False, _explain_http_error(exc, url))
             return False
-        say(True, f"chat call answered in {time.monotonic() - started:.1f}s "
-                  f"({reply.completion_tokens} tokens, finish_reason={reply.finish_reason})")
+        say(
+            True,
+            f"chat call answered in {time.monotonic() - started:.1f}s "
+            f"({reply.completion_tokens} tokens, finish_reason={reply.finish_reason})",
+        )
         try:
             turns = parse_turns(reply.text, reply.finish_reason, task)
             say(True, f"the reply parses into {len(turns)} turns")
@@ -79,13 +89,14 @@ async def diagnose(settings: dict[str, Any], console: Console) -> bool:
             say(False, f"the reply does not parse: {exc}{hint}; the factory will ask again, then reject")
             console.print(reply.text[:800], highlight=False, markup=False)
             return False
-        violations = run_checks([{"role": "system", "content": render_state(task.state)}, *turns], task, task.state)
+        violations = run_checks(
+            [{"role": "system", "content": render_state(task.state)}, *turns], task, task.state
+        )
         for v in violations:
             say(False, f"check {v['rule']}: {v['detail']}")
-        ok = not violations
-        if ok:
+        if not violations:
             say(True, "the sample dialogue passes every check")
-        return True
+        return True  # the teacher works; failed checks only mean that sample is rejected
     except FactoryError as exc:
         say(False, str(exc))
         return False
