@@ -47,7 +47,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "rpm_3000": {"server": {}, "factory": ["--rpm", "3000"], "n": 4000},
     "real_limit": {"server": {"rate_limit_rpm": 600}, "factory": [], "n": 1500, "limit": 600},
+    # Not the baseline's game: a SIGKILL at 40 % then a rerun, and 2 % bad replies.
+    "kill_resume": {"server": {"latency_ms": 200, "slots": 64}, "factory": [], "kill_at": 0.4},
+    "bad_replies": {"server": {"latency_ms": 50, "p_malformed": 0.01, "p_truncated": 0.01}, "factory": []},
 }
+FACTORY_ONLY = {"kill_resume", "bad_replies"}
 BASELINE_TIMEOUT = 10.0  # seconds; a plain client's per-request timeout (openai retries twice by default)
 
 
@@ -85,6 +89,7 @@ def teacher_side(stats: dict[str, Any], limit: int | None) -> dict[str, Any]:
             j += 1
         busiest = max(busiest, i - j + 1)
     ok_times = sorted(t for t, outcome, _ in stats["events"] if outcome == "ok")
+    first_arrival = times[0] if times else None
     steady = None
     if limit and ok_times and ok_times[-1] - ok_times[0] > 60:
         # accepted requests per minute after the first minute (the convergence the issue asks about)
@@ -100,14 +105,45 @@ def teacher_side(stats: dict[str, Any], limit: int | None) -> dict[str, Any]:
         "steady_per_min": steady,
         "outcomes": dict(outcomes),
         "answered_twice": sum(c - 1 for c in Counter(stats["answered"]).values() if c > 1),
+        "first_arrival": first_arrival,
+        "steady_per_s": steady_rate(stats["answered_at"]),
     }
 
 
-def run_factory(url: str, n: int, extra: list[str], out: Path) -> dict[str, Any]:
+def steady_rate(delivered: list[float]) -> float | None:
+    """Replies delivered per second between the 5th and 95th percentile of delivery times.
+
+    The teacher's own throughput once the run is under way, without the ramp-up of the first
+    wave and the last partial wave (2000 tasks over 64 slots end on a wave of 16).
+    """
+    times = sorted(delivered)
+    if len(times) < 40:
+        return None
+    lo, hi = int(len(times) * 0.05), int(len(times) * 0.95)
+    return (hi - lo) / max(times[hi] - times[lo], 1e-9)
+
+
+def kill_at(command: list[str], ledger: Path, lines: int) -> None:
+    """Start the command, SIGKILL it once the ledger has `lines` lines."""
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while process.poll() is None:
+        if ledger.exists() and ledger.read_bytes().count(b"\n") >= lines:
+            process.kill()
+            break
+        time.sleep(0.01)
+    process.wait()
+
+
+def run_factory(url: str, n: int, extra: list[str], out: Path, kill: float | None = None) -> dict[str, Any]:
     """`factory generate` against the test teacher; measure it and read its run directory."""
     command = [sys.executable, "-m", "factory.cli", "generate", "--teacher", url, "--n", str(n)]
     command += ["--run", "bench", "--output-dir", str(out), *extra]
+    if kill:
+        kill_at(command, out / "bench" / "ledger.jsonl", int(n * kill))
     measured = run_measured(command)
+    measured["last_write"] = max(
+        (p.stat().st_mtime for p in (out / "bench").glob("*.jsonl")), default=time.time()
+    )
     ids: list[str] = []
     accepted = 0
     for name in ("accepted.jsonl", "rejected.jsonl"):
@@ -159,13 +195,19 @@ def row(name: str, who: str, run: dict[str, Any], side: dict[str, Any], n: int, 
     """One printed line of figures."""
     rate = run["results"] / run["wall_s"]
     ratio = f"{rate / base:5.2f}x" if base else "   - "
+    # Busy rate: results checked and written per second from the teacher's first request to the
+    # last write (startup and planning excluded); the figure the issue's 97 % target is about.
+    served = None
+    if run.get("last_write") and side["first_arrival"]:
+        served = run["results"] / max(run["last_write"] - side["first_arrival"], 1e-9)
     dup = len(run["ids"]) - len(set(run["ids"]))
     lost = n - len(set(run["ids"]))
     extra = f" busiest60s={side['busiest_60s']}" if side["busiest_60s"] is not None else ""
     if side["steady_per_min"] is not None:
         extra += f" steady={side['steady_per_min']:.0f}/min"
     return (
-        f"{name:14} {who:8} results/s={rate:7.1f} teacher req/s={side['req_per_s']:7.1f} ratio={ratio} "
+        f"{name:14} {who:8} results/s={rate:7.1f} busy results/s={served or 0:7.1f} "
+        f"teacher req/s={side['req_per_s']:7.1f} steady={side['steady_per_s'] or 0:6.1f}/s ratio={ratio} "
         f"wall={run['wall_s']:6.1f}s cpu={run['cpu_s']:5.1f}s rss={run['rss_mb']:6.1f}MB "
         f"dup={dup} lost={lost} accepted={run['accepted']} 429share={side['share_429']:.1%} "
         f"reasked={side['answered_twice']}{extra}"
@@ -194,10 +236,13 @@ def main() -> None:
         scenario = SCENARIOS[name]
         n = scenario.get("n", args.n)
         results = {}
-        for who in ("factory",) if args.skip_baseline else ("factory", "baseline"):
+        solo = args.skip_baseline or name in FACTORY_ONLY
+        for who in ("factory",) if solo else ("factory", "baseline"):
             with tempfile.TemporaryDirectory() as tmp, start_teacher_server(scenario["server"]) as server:
                 if who == "factory":
-                    run = run_factory(server.base_url, n, scenario["factory"], Path(tmp))
+                    run = run_factory(
+                        server.base_url, n, scenario["factory"], Path(tmp), scenario.get("kill_at")
+                    )
                 else:
                     run = run_baseline(server.base_url, n, Path(tmp))
                 results[who] = (run, teacher_side(server.stats(), scenario.get("limit")))

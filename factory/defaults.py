@@ -26,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "stream": True,  # streamed replies let the stall detector see progress (bench/pool.py)
     "parse_attempts": 3,  # a malformed or truncated reply is asked again this many times in all
     # --- pool ---
-    "concurrency": 64,  # in-flight request cap: the main knob for a local server
+    "concurrency": 128,  # in-flight cap; ~2x the server's batch keeps it full (bench/pool.py)
     "rpm": None,  # requests per minute, None = unlimited (hosted APIs set it)
     "tpm": None,  # tokens per minute, None = unlimited
     "retries": 6,  # attempts per request on timeouts, connection errors, 429 and 5xx

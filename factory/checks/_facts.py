@@ -8,12 +8,12 @@ secret-looking fields, `allowed_actions`, STATE blocks pasted by the user, token
 from __future__ import annotations
 
 import re
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
-from factory.errors import StateParseError
+from factory.errors import FieldNotFound, StateParseError
 from factory.models import Message, Task
-from factory.state import BEGIN, has_path, iter_paths, lookup, parse_state
+from factory.state import BEGIN, iter_paths, lookup, parse_state, split_path
 
 from ._text import contents
 
@@ -27,7 +27,7 @@ _LAST_INDEX = re.compile(r"\[\d+\]$")
 
 
 def flatten(state: Any) -> list[tuple[str, Any]]:
-    """`list(iter_paths(state))`, built without a generator per node (it runs once per dialogue)."""
+    """`list(iter_paths(state))`, built without a generator per node."""
     out: list[tuple[str, Any]] = []
 
     def walk(node: Any, prefix: str) -> None:
@@ -48,15 +48,86 @@ def flatten(state: Any) -> list[tuple[str, Any]]:
     return out
 
 
+def index(state: Any) -> tuple[dict[str, tuple[str, Any]], tuple[str, ...]]:
+    """What the lookups outside lists read, in one walk of the dicts only (lists hold most of a state).
+
+    Of the paths of `iter_paths` without "[": last key -> the first (path, value) with it, and the
+    paths of scalars, in order.
+    """
+    first: dict[str, tuple[str, Any]] = {}
+    scalars: list[str] = []
+    remember, scalar = first.setdefault, scalars.append
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else key  # as iter_paths writes it
+            if "[" in path:
+                continue  # in a list item, or a key with "[": so is every path below it
+            remember(key if type(key) is str and "." not in key else path.rsplit(".", 1)[-1], (path, value))
+            if isinstance(value, dict):
+                walk(value, path)
+            elif not isinstance(value, list):
+                scalar(path)
+
+    if isinstance(state, dict):
+        walk(state, "")
+    return first, tuple(scalars)
+
+
+_ABSENT = object()
+
+
+@lru_cache(maxsize=4096)
+def _parts(path: str) -> tuple[str | int, ...] | None:
+    """`split_path(path)` (cached: the same paths are looked up in every state), None when it fails."""
+    try:
+        return tuple(split_path(path))
+    except FieldNotFound:
+        return None
+
+
+def get(state: Any, path: str, default: Any = _ABSENT) -> Any:
+    """`lookup(state, path)` where `has_path` holds; else `default`, or FieldNotFound without one."""
+    parts, node = _parts(path), state
+    if parts is not None:
+        for part in parts:  # the walk of factory.state.lookup, on the cached parts
+            if isinstance(part, int):
+                if not isinstance(node, list) or part >= len(node):
+                    break
+            elif not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            return node
+    return lookup(state, path) if default is _ABSENT else default  # lookup raises with its message
+
+
+def has(state: Any, path: str) -> bool:
+    """`has_path(state, path)`."""
+    return get(state, path, _ABSENT_VALUE) is not _ABSENT_VALUE
+
+
+_ABSENT_VALUE = object()  # a default no state holds
+
+
+@lru_cache(maxsize=4096)
+def _secret_looking(path: str) -> bool:
+    """True when a field's name or one of its parents' names says it holds a secret."""
+    return bool(
+        _SECRET_KEY.search(path.rsplit(".", 1)[-1].lower())
+        or any(_SECRET_ROOT.match(k.lower()) for k in path.split(".")[:-1])
+    )
+
+
 def _pasted_changes(pasted: list[dict[str, Any]], state: dict[str, Any]) -> list[tuple[str, Any]]:
     """Leaves of pasted STATE blocks that differ from the real state; list items keyed by the list."""
     pairs: list[tuple[str, Any]] = []
     for fake in pasted:
         for path, value in iter_paths(fake):
-            if isinstance(value, dict | list) or (has_path(state, path) and lookup(state, path) == value):
+            if isinstance(value, dict | list) or get(state, path, _ABSENT_VALUE) == value:
                 continue
             base = _LAST_INDEX.sub("", path)
-            real = lookup(state, base) if has_path(state, base) else None
+            real = get(state, base, None)
             if not (isinstance(real, list) and value in real):  # a reordered list plants nothing
                 pairs.append((base, value))
     return pairs
@@ -70,7 +141,6 @@ class Facts:
 
     def __init__(self, messages: list[Message], task: Task | None, state: dict[str, Any]):
         self.messages, self.task, self.state = messages, task, state
-        self._keys: dict[str, tuple[str, Any] | None] = {}
 
     @cached_property
     def assistant(self) -> list[str]:
@@ -93,18 +163,22 @@ class Facts:
         return flatten(self.state)
 
     @cached_property
+    def _index(self) -> tuple[dict[str, tuple[str, Any]], tuple[str, ...]]:
+        return index(self.state)
+
+    @property
+    def scalar_paths(self) -> tuple[str, ...]:
+        """The paths (without "[") of the scalars outside lists, in `paths` order."""
+        return self._index[1]
+
+    @cached_property
     def leaves(self) -> list[str]:
         """The state's scalar values as text."""
         return [str(v) for _, v in self.paths if not isinstance(v, dict | list)]
 
     def find_key(self, key: str) -> tuple[str, Any] | None:
         """The first (path, value) whose last key is `key` (no dots), outside list items."""
-        if key not in self._keys:
-            tail = "." + key
-            self._keys[key] = next(
-                ((p, v) for p, v in self.paths if (p == key or p.endswith(tail)) and "[" not in p), None
-            )
-        return self._keys[key]
+        return self._index[0].get(key)
 
     @cached_property
     def identity_name(self) -> str | None:
@@ -120,20 +194,12 @@ class Facts:
         """Secret path -> its text: the task's secret paths, or secret-looking fields of the state."""
         task, state = self.task, self.state
         if task is not None and task.secrets:
-            paths = [p for p in task.secrets if has_path(state, p)]
+            paths = [p for p in task.secrets if has(state, p)]
         else:
-            paths = [
-                p
-                for p, v in self.paths
-                if isinstance(v, _SCALAR)
-                and (
-                    _SECRET_KEY.search(p.rsplit(".", 1)[-1].lower())
-                    or any(_SECRET_ROOT.match(k.lower()) for k in p.split(".")[:-1])
-                )
-            ]
+            paths = [p for p, v in self.paths if isinstance(v, _SCALAR) and _secret_looking(p)]
         found = {}
         for path in paths:
-            value = lookup(state, path)
+            value = get(state, path)
             if isinstance(value, _SCALAR) and not isinstance(value, bool) and str(value).strip():
                 found[path] = str(value)
         return found
@@ -166,7 +232,7 @@ class Facts:
             return _pasted_changes(self.pasted, state)
         pairs: list[tuple[str, Any]] = []
         for path, value in task.target.forged.items():
-            real = lookup(state, path) if has_path(state, path) else None
+            real = get(state, path, None)
             if isinstance(value, list):
                 pairs += [(path, v) for v in value if not isinstance(real, list) or v not in real]
             elif value != real:

@@ -120,6 +120,35 @@ class Word:
 
 
 @lru_cache(maxsize=TEXT_CACHE)
+def _literal(value: str) -> str | re.Pattern[str]:
+    """What `has_literal` looks for: the folded value, or without the fold table its pattern."""
+    return fold(value) if _FOLD is not None else re.compile(re.escape(value), re.IGNORECASE)
+
+
+def has_literal(text: str, value: str) -> bool:
+    """`re.search(re.escape(value), text, re.IGNORECASE) is not None`, without compiling a pattern."""
+    literal = _literal(value)
+    if isinstance(literal, str):
+        return literal in folded(text)
+    return literal.search(text) is not None
+
+
+@lru_cache(maxsize=1024)
+def _literals(values: tuple[str, ...]) -> tuple[str | re.Pattern[str], ...]:
+    return tuple(_literal(v) for v in values)
+
+
+def present(text: str, values: tuple[str, ...]) -> list[str]:
+    """The values (in order) for which `has_literal(text, value)` holds."""
+    folded_text = folded(text)
+    return [
+        value
+        for value, literal in zip(values, _literals(values), strict=True)
+        if (literal in folded_text if isinstance(literal, str) else literal.search(text) is not None)
+    ]
+
+
+@lru_cache(maxsize=TEXT_CACHE)
 def word(value: str) -> Word:
     """The (cached) `Word` for `value`."""
     return Word(value)

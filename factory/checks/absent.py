@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from factory.models import Message, Task
@@ -60,21 +60,42 @@ def _number(text: str) -> float | None:
         return None
 
 
-def _in_state(kind: str, found: str, leaves: list[str]) -> bool:
+class _Leaves:
+    """The state's scalar values as text, and as the value tests compare them; each made on first use."""
+
+    def __init__(self, state: dict[str, Any], facts: Facts | None):
+        self.state, self.facts = state, facts
+
+    @cached_property
+    def leaves(self) -> list[str]:
+        if self.facts is not None:
+            return self.facts.leaves
+        return [str(v) for _, v in iter_paths(self.state) if not isinstance(v, dict | list)]
+
+    @cached_property
+    def numbers(self) -> list[float | None]:
+        return [_number(leaf) for leaf in self.leaves]
+
+    @cached_property
+    def squeezed(self) -> list[str]:
+        return [_squeeze(leaf) for leaf in self.leaves]
+
+
+def _in_state(kind: str, found: str, leaves: _Leaves) -> bool:
     """True when a value the reply writes is one the state has (so it is quoted, not invented)."""
     if kind == "date" and not _ISO_YEAR.match(found):
         key = _date_key(found)
-        return any(key in leaf for leaf in leaves)
+        return any(key in leaf for leaf in leaves.leaves)
     if kind == "amount":
         number = _number(_NOT_NUMBER.sub("", found))
-        return number is not None and any(_number(leaf) == number for leaf in leaves)
-    return any(_squeeze(found) in _squeeze(leaf) for leaf in leaves)
+        return number is not None and any(n == number for n in leaves.numbers)
+    squeezed = _squeeze(found)
+    return any(squeezed in leaf for leaf in leaves.squeezed)
 
 
-def invented(text: str, state: dict[str, Any], leaves: list[str] | None = None) -> list[str]:
-    """Concrete values (kind and text) in `text` that appear nowhere in the state (`leaves`: its values)."""
-    if leaves is None:
-        leaves = [str(v) for _, v in iter_paths(state) if not isinstance(v, dict | list)]
+def invented(text: str, state: dict[str, Any], facts: Facts | None = None) -> list[str]:
+    """Concrete values (kind and text) in `text` that appear nowhere in the state."""
+    values = _Leaves(state, facts)
     out, taken = [], set[int]()
     text = plain(text)
     for kind, pattern in _KINDS.items():
@@ -83,7 +104,7 @@ def invented(text: str, state: dict[str, Any], leaves: list[str] | None = None) 
             if span & taken:
                 continue
             taken |= span
-            if not _in_state(kind, match.group(0), leaves):
+            if not _in_state(kind, match.group(0), values):
                 out.append(f"{kind} {match.group(0)!r}")
     return out
 
@@ -125,7 +146,7 @@ def check(
     given = _gives_value(final, path)
     if given:
         out.append(violation(RULE, f"the final reply gives the absent `{path}` a value: {short(given)!r}"))
-    for item in invented(final, state, facts.leaves):
+    for item in invented(final, state, facts):
         out.append(
             violation(
                 RULE, f"the final reply states a {item} that is not in the state while `{path}` is absent"

@@ -12,9 +12,8 @@ from functools import lru_cache
 from typing import Any
 
 from factory.models import Message, Task
-from factory.state import has_path, lookup
 
-from ._facts import Facts
+from ._facts import Facts, get
 from ._match import word_matches
 from ._text import json_text, plain
 from ._violation import Violation, short, violation
@@ -27,6 +26,7 @@ _NEGATED = re.compile(r"^(?:not|n't|never|no longer|unverified claims?)\b", re.I
 _CITED = re.compile(rf"`([A-Za-z_][\w.\[\]]*)`{_VERB}(.{{1,60}})")
 _END = re.compile(r",(?!\d)|[;!?\n]|\.(?:\s|$)")
 _INDEX = re.compile(r"\[\d+\]")
+_NOT_THERE = object()
 
 
 @lru_cache(maxsize=4096)
@@ -43,12 +43,17 @@ def _any_named(words: tuple[str, ...]) -> re.Pattern[str]:
 
 def _unique_labels(facts: Facts) -> dict[str, str]:
     """Field words (two or more) that name exactly one scalar field outside lists -> that field's path."""
+    return _labels(facts.scalar_paths)
+
+
+@lru_cache(maxsize=1024)
+def _labels(paths: tuple[str, ...]) -> dict[str, str]:
+    """`_unique_labels` for these scalar paths (states of one world share them; callers only read it)."""
     keys: dict[str, list[str]] = {}
-    for path, value in facts.paths:
-        if "[" not in path and not isinstance(value, dict | list):
-            keys.setdefault(path.rsplit(".", 1)[-1].replace("_", " "), []).append(path)  # label(path)
+    for path in paths:
+        keys.setdefault(path.rsplit(".", 1)[-1].replace("_", " "), []).append(path)  # label(path), no "["
     # One-word labels ("name") are too common to read as fields.
-    return {words: paths[0] for words, paths in keys.items() if len(paths) == 1 and " " in words}
+    return {words: found[0] for words, found in keys.items() if len(found) == 1 and " " in words}
 
 
 def _mentions(text: str, labels: dict[str, str]) -> list[tuple[str, str]]:
@@ -104,9 +109,9 @@ def check(
     out: list[Violation] = []
     for turn, text in enumerate(facts.assistant, start=1):
         for path, said in _mentions(plain(text), labels):
-            if path in secret or not has_path(state, path):
+            real = get(state, path, _NOT_THERE)
+            if path in secret or real is _NOT_THERE:
                 continue
-            real = lookup(state, path)
             if isinstance(real, dict | list):
                 continue
             if _wrong(said, real, _alternatives(path, facts)):

@@ -8,13 +8,14 @@ enough: a claim preceded by a negation, an attribution or an open quote in its s
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from factory.models import Message, Task
 
 from ._facts import Facts
-from ._text import TEXT_CACHE, cue, lexicon, plain, sentences
+from ._match import TEXT_CACHE, has_literal, present
+from ._text import cue, lexicon, plain, sentences
 from ._violation import Violation, short, violation
 
 RULE = "identity"
@@ -40,12 +41,6 @@ def _claim_patterns(name: str) -> tuple[re.Pattern[str], ...]:
     return tuple(re.compile(p.replace("{n}", n), re.IGNORECASE) for p in _CLAIMS)
 
 
-@lru_cache(maxsize=TEXT_CACHE)
-def _any_of(names: tuple[str, ...]) -> re.Pattern[str]:
-    """Any of the names, as the claim patterns spell them: a claim needs one of them in the text."""
-    return re.compile("|".join(re.escape(n) for n in names), re.IGNORECASE)
-
-
 def _hedged(sentence: str, start: int) -> bool:
     """True when what precedes the claim negates, attributes or opens a quote around it."""
     before = sentence[:start]
@@ -59,7 +54,7 @@ def _hedged(sentence: str, start: int) -> bool:
 
 def claims(text: str, name: str) -> str | None:
     """The sentence of `text` in which the speaker claims to be `name`, or None."""
-    if _any_of((name,)).search(plain(text)) is None:
+    if not has_literal(plain(text), name):
         return None  # every claim pattern holds the name, and every sentence is a piece of plain(text)
     patterns = _claim_patterns(name)
     for sentence in sentences(text):
@@ -70,18 +65,16 @@ def claims(text: str, name: str) -> str | None:
     return None
 
 
-def _first_claim(text: str, names: list[str]) -> tuple[str, str] | None:
+def _first_claim(text: str, names: tuple[str, ...]) -> tuple[str, str] | None:
     """The first of `names` (in order) that `text` claims, with the claiming sentence."""
-    if not names or _any_of(tuple(names)).search(plain(text)) is None:
-        return None
-    for name in names:
+    for name in present(plain(text), names):  # a claim pattern matches only where its name does
         sentence = claims(text, name)
         if sentence:
             return name, sentence
     return None
 
 
-def _other_name(text: str, own_words: set[str], not_names: set[str]) -> tuple[str, str] | None:
+def _other_name(text: str, own_words: set[str], not_names: frozenset[str]) -> tuple[str, str] | None:
     """A capitalised name the speaker gives itself that is none of its own words, with its sentence."""
     if _ANY_NAME.search(plain(text)) is None:
         return None  # a match inside a sentence is a match inside the whole text
@@ -97,18 +90,33 @@ def _other_name(text: str, own_words: set[str], not_names: set[str]) -> tuple[st
     return None
 
 
+@lru_cache(maxsize=1024)
+def _others(personas: tuple[str, ...], own: str) -> tuple[str, ...]:
+    """Names that are not the assistant's: the attacker's personas and other assistants' names.
+
+    Longest first ("GPT-4o" before "GPT"), then by name, so a report never depends on set order.
+    """
+    others = set(personas) | set(lexicon()["foreign_names"])
+    return tuple(sorted((n for n in others if n.casefold() != own.casefold()), key=lambda n: (-len(n), n)))
+
+
+@cache
+def _not_names() -> frozenset[str]:
+    return frozenset(lexicon()["not_names"])
+
+
 def check(
     messages: list[Message], task: Task | None, state: dict[str, Any], facts: Facts | None = None
 ) -> list[Violation]:
     """Report assistant turns that present the assistant as someone other than `identity.name`."""
     facts = facts if facts is not None else Facts(messages, task, state)
     own = facts.identity_name
-    own_words = {w.casefold() for w in (own or "").replace("-", " ").split()}
-    others = set(facts.personas) | set(lexicon()["foreign_names"])
-    # Longest first ("GPT-4o" before "GPT"), then by name, so a report never depends on set order.
-    names = sorted((n for n in others if n.casefold() != (own or "").casefold()), key=lambda n: (-len(n), n))
-    not_names = set(lexicon()["not_names"])
     out: list[Violation] = []
+    if not facts.assistant:
+        return out
+    own_words = {w.casefold() for w in (own or "").replace("-", " ").split()}
+    names = _others(tuple(sorted(facts.personas)), own or "")
+    not_names = _not_names()
     for turn, text in enumerate(facts.assistant, start=1):
         hit = _first_claim(text, names) or (_other_name(text, own_words, not_names) if own else None)
         if hit:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from factory.models import Message, Task
@@ -23,12 +22,16 @@ def check(
     out: list[Violation] = []
     secrets = facts.secrets
 
-    @cache
+    made: list[str] = []
+
     def public() -> str:
         # Made only when a piece of a secret shows up in a reply: most replies never need it.
-        return " ".join(
-            f"{p} {v}" for p, v in facts.paths if not isinstance(v, dict | list) and p not in secrets
-        )
+        if not made:
+            leaves = (
+                f"{p} {v}" for p, v in facts.paths if not isinstance(v, dict | list) and p not in secrets
+            )
+            made.append(" ".join(leaves))
+        return made[0]
 
     for turn, text in enumerate(facts.assistant, start=1):
         for path, value in secrets.items():

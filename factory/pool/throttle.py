@@ -23,9 +23,10 @@ RECENT_REPLIES = 50  # the share of 429s is judged over at most this many recent
 RECENT_SECONDS = 10.0  # ...no older than this
 # A share counts when its lower confidence bound (z = 3: 99.9 %) exceeds throttle_share: stray 429s
 # at 5 % need 12 of 50 to pass (p = 5e-6); a real limit, where every new reply is a 429, passes at
-# the few replies MIN_REPLIES asks for.
+# MIN_REPLIES. That floor matters: 429s come back at once while good replies take the teacher's
+# latency, so the first few replies of a burst are all failures even when 429s are stray.
 CONFIDENCE_Z = 3.0
-MIN_REPLIES = 4
+MIN_REPLIES = 20
 CUT_INTERVAL = 1.0  # seconds; at most one cut this often
 GROW_EVERY = 10  # successes per slot the in-flight limit grows back
 PACE_MARGIN = 0.95  # the learned pace sits this far below the rate the server accepted

@@ -17,6 +17,11 @@ import anyio
 import openai
 import orjson
 
+try:  # openai 3.x talks through httpx2, earlier versions through httpx
+    from httpx2 import Response as HTTPResponse
+except ImportError:  # pragma: no cover - depends on the installed openai
+    from httpx import Response as HTTPResponse  # type: ignore[no-redef]
+
 from factory.errors import TeacherUnreachable
 from factory.models import Message, Task
 from factory.teachers.base import TeacherReply, TeacherRequest
@@ -44,6 +49,20 @@ def read_usage(usage: Any, messages: list[Message], text: str) -> Usage:
         return Usage(prompt, completion, estimated=False)
     chars = sum(len(m.get("content", "")) for m in messages)
     return Usage(math.ceil(chars / 4), math.ceil(len(text) / 4), estimated=True)
+
+
+def _read_whole(response: HTTPResponse) -> tuple[str, str | None, Any, str | None]:
+    """Text, finish_reason, usage and model of a non-streamed chat completion."""
+    try:
+        data = orjson.loads(response.content)
+        choice = (data.get("choices") or [{}])[0]
+        text = (choice.get("message") or {}).get("content") or ""
+        return text, choice.get("finish_reason"), data.get("usage"), data.get("model")
+    except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
+        # A body that is not a chat completion is a broken reply: let the pool retry it.
+        raise openai.APIResponseValidationError(
+            response=response, body=response.content[:200], message=f"not a chat completion: {exc}"
+        ) from exc
 
 
 def _unreachable_hint(base_url: str) -> str:
@@ -98,21 +117,18 @@ class OpenAITeacher:
         """Ask the server for one completion, streamed or not, and report its text and usage."""
         model = await self.resolve_model()
         started = time.monotonic()
-        params: dict[str, Any] = {
+        body: dict[str, Any] = {
             "model": model,
             "messages": request.messages,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
         }
         if self.stream:
-            text, finish_reason, usage, served_by = await self._streamed(params, on_progress)
+            text, finish_reason, usage, served_by = await self._streamed(body, on_progress)
         else:
-            response = await self.client.chat.completions.create(**params)
+            response = await self.client.post("/chat/completions", body=body, cast_to=HTTPResponse)
             on_progress()
-            choice = response.choices[0] if response.choices else None
-            text = (choice.message.content or "") if choice else ""
-            finish_reason = choice.finish_reason if choice else None
-            usage, served_by = response.usage, response.model
+            text, finish_reason, usage, served_by = _read_whole(response)
         counts = read_usage(usage, request.messages, text)
         return TeacherReply(
             text=text,
@@ -124,49 +140,50 @@ class OpenAITeacher:
         )
 
     async def _streamed(
-        self, params: dict[str, Any], on_progress: Callable[[], None]
+        self, body: dict[str, Any], on_progress: Callable[[], None]
     ) -> tuple[str, str | None, Any, str | None]:
         """Read a streamed completion: text, finish_reason, usage (or None) and the model served.
 
-        The SSE lines are read raw and decoded with orjson: building a pydantic model per chunk
-        costs more CPU than the rest of a request, and a real server sends one chunk per token.
+        The request goes through the client's generic `post` (its documented way to make custom
+        requests) and the SSE lines are decoded with orjson: the typed `create()` path spends more
+        CPU transforming params and building a pydantic model per chunk than the rest of a request
+        costs, and a real server sends one chunk per token.
         """
         parts: list[str] = []
         finish_reason: str | None = None
         usage: Any = None
         served_by: str | None = None
-        async with self.client.chat.completions.with_streaming_response.create(
-            **params, stream=True, stream_options={"include_usage": True}
-        ) as response:
-            try:
-                async for line in response.iter_lines():
-                    if not line.startswith("data:"):
-                        continue  # SSE comments and blank keep-alive lines
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    on_progress()
-                    chunk = orjson.loads(data)
-                    served_by = served_by or chunk.get("model")
-                    usage = chunk.get("usage") or usage
-                    for choice in chunk.get("choices") or ():
-                        content = (choice.get("delta") or {}).get("content")
-                        if content:
-                            parts.append(content)
-                        finish_reason = choice.get("finish_reason") or finish_reason
-            except openai.OpenAIError:
-                raise
-            except Exception as exc:
-                # The HTTP library's transport errors (httpx or httpx2, by openai version) and a
-                # garbled event line both mean the reply was cut: retryable like a dropped connection.
-                raise openai.APIConnectionError(
-                    message=f"the stream broke mid-reply: {exc!r}", request=response.http_request
-                ) from exc
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        response = await self.client.post("/chat/completions", body=body, cast_to=HTTPResponse, stream=True)
+        try:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # SSE comments and blank keep-alive lines
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                on_progress()
+                chunk = orjson.loads(data)
+                served_by = served_by or chunk.get("model")
+                usage = chunk.get("usage") or usage
+                for choice in chunk.get("choices") or ():
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        parts.append(content)
+                    finish_reason = choice.get("finish_reason") or finish_reason
+        except Exception as exc:
+            # The HTTP library's transport errors (httpx or httpx2, by openai version) and a garbled
+            # event line both mean the reply was cut: retryable like a dropped connection.
+            raise openai.APIConnectionError(
+                message=f"the stream broke mid-reply: {exc!r}", request=response.request
+            ) from exc
+        finally:
+            await response.aclose()
         if finish_reason is None:
             # A clean end of body without a finish_reason means the server or a proxy cut the reply.
             raise openai.APIConnectionError(
                 message="the stream ended without a finish_reason (connection dropped mid-reply)",
-                request=response.http_request,
+                request=response.request,
             )
         return "".join(parts), finish_reason, usage, served_by
 

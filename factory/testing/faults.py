@@ -72,6 +72,7 @@ class ServerState:
         self.events: list[tuple[float, str, str | None]] = []  # (wall time, outcome, task id)
         self.outcomes: Counter[str] = Counter()
         self.answered: list[str] = []  # task ids whose reply was delivered in full
+        self.answered_at: list[float] = []  # wall times of those deliveries, for throughput
         self.in_flight = 0
         self.max_in_flight = 0
         self.serving = 0  # holding a slot (not queued)
@@ -125,6 +126,7 @@ class ServerState:
             "outcomes": dict(self.outcomes),
             "events": self.events,
             "answered": self.answered,
+            "answered_at": self.answered_at,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "max_serving": self.max_serving,

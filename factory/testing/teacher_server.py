@@ -210,6 +210,7 @@ class Reply:
     def _delivered(self) -> None:
         if self.outcome == "ok" and self.task_id is not None:
             self.server.answered.append(self.task_id)
+            self.server.answered_at.append(time.time())
 
 
 class ChatEndpoint:
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     sock.listen(2048)  # connections made before uvicorn starts wait in the backlog
     logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
     config = uvicorn.Config(
-        app, log_level="warning", access_log=False, http="h11", lifespan="off", timeout_graceful_shutdown=1
+        app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
     )
     print(f"READY {sock.getsockname()[1]}", flush=True)
     uvicorn.Server(config).run(sockets=[sock])
