@@ -31,6 +31,7 @@ from factory.plan import parse_mix, plan_tasks  # noqa: E402
 from factory.seeds import load_worlds  # noqa: E402
 from factory.testing import start_teacher_server  # noqa: E402
 
+FAULTS = {"latency_ms": 200, "slots": 64, "p_429": 0.05, "retry_after": 2, "p_500": 0.05, "p_hang": 0.01}
 SCENARIOS: dict[str, dict[str, Any]] = {
     "zero_latency": {"server": {}, "factory": []},
     "200ms_64slots": {"server": {"latency_ms": 200, "slots": 64}, "factory": []},
@@ -47,11 +48,14 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "rpm_3000": {"server": {}, "factory": ["--rpm", "3000"], "n": 4000},
     "real_limit": {"server": {"rate_limit_rpm": 600}, "factory": [], "n": 1500, "limit": 600},
+    # What streaming costs (the default is chosen from this pair): the same run, replies not streamed.
+    "200ms_nostream": {"server": {"latency_ms": 200, "slots": 64}, "factory": ["--no-stream"]},
+    "faults_nostream": {"server": FAULTS, "factory": ["--no-stream"]},
     # Not the baseline's game: a SIGKILL at 40 % then a rerun, and 2 % bad replies.
     "kill_resume": {"server": {"latency_ms": 200, "slots": 64}, "factory": [], "kill_at": 0.4},
     "bad_replies": {"server": {"latency_ms": 50, "p_malformed": 0.01, "p_truncated": 0.01}, "factory": []},
 }
-FACTORY_ONLY = {"kill_resume", "bad_replies"}
+FACTORY_ONLY = {"kill_resume", "bad_replies", "200ms_nostream", "faults_nostream"}
 BASELINE_TIMEOUT = 10.0  # seconds; a plain client's per-request timeout (openai retries twice by default)
 
 
@@ -101,7 +105,7 @@ def teacher_side(stats: dict[str, Any], limit: int | None) -> dict[str, Any]:
         "req_per_s": len(times) / span,
         "per_min": len(times) / span * 60,
         "busiest_60s": busiest if times and times[-1] - times[0] >= 60 else None,
-        "share_429": outcomes.get("http_429", 0) / max(len(times), 1),
+        "share_429": (outcomes.get("http_429", 0) + outcomes.get("rate_limited", 0)) / max(len(times), 1),
         "steady_per_min": steady,
         "outcomes": dict(outcomes),
         "answered_twice": sum(c - 1 for c in Counter(stats["answered"]).values() if c > 1),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,8 +13,8 @@ import anyio
 from anyio.abc import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from factory.checks import run_checks
-from factory.errors import TeacherReplyError
+from factory.checks import RULES, run_checks
+from factory.errors import FactoryError, TeacherReplyError
 from factory.models import Message, Task
 from factory.parse import parse_turns
 from factory.pool import Pool, PoolError
@@ -102,7 +103,7 @@ async def process_task(task: Task, pool: Pool, teacher: Teacher, settings: dict[
             meta["violations"] = violations
             record = {"id": task.id, "reason": "checks", "detail": violations[0]["detail"], "meta": meta}
             return "rejected", {**record, "messages": messages}
-        meta["checks"] = "passed"
+        meta["checks"] = sorted(RULES)  # every rule this dialogue passed
         return "accepted", {"messages": messages, "meta": meta}
     meta = _meta(task, teacher, prompt, {"usage": usage, "attempts": settings["parse_attempts"]})
     meta["failures"] = failures
@@ -119,15 +120,19 @@ class Runner:
         self.settings = settings
         self.stats = RunStats(accepted=run.counts["accepted"], rejected=run.counts["rejected"])
         self.pool: Pool | None = None
+        self.error: FactoryError | None = None
         self._seen_hashes: dict[str, str] = {}
         for record in read_jsonl(run.file("accepted.jsonl")):
             self._seen_hashes[dialogue_hash(record["messages"][1:])] = record["meta"]["id"]
 
-    async def run(self, tasks: list[Task]) -> RunStats:
-        """Process every task not yet in the ledger; return the final counters."""
-        todo = [t for t in tasks if t.id not in self.rundir.finished]
-        self.stats.total = len(tasks)
-        self.stats.done = len(tasks) - len(todo)
+    async def run(self, tasks: Iterable[Task], total: int) -> RunStats:
+        """Process every task not yet in the ledger; return the final counters.
+
+        `tasks` may be lazy (factory.plan.iter_tasks): it is consumed as workers free up.
+        """
+        todo = (t for t in tasks if t.id not in self.rundir.finished)
+        self.stats.total = total
+        self.stats.done = len(self.rundir.finished)
         writer = RunWriter(self.rundir, self.settings["flush_every"])
         self._writer_done = anyio.Event()
         self._feed_scope = anyio.CancelScope()
@@ -149,13 +154,19 @@ class Runner:
                 outer.cancel_scope.cancel()
         finally:
             writer.close()
+        if self.error is not None:
+            raise self.error
         return self.stats
 
-    async def _feed(self, todo: list[Task], send: MemoryObjectSendStream[Task]) -> None:
+    async def _feed(self, todo: Iterable[Task], send: MemoryObjectSendStream[Task]) -> None:
         with self._feed_scope:
             async with send:
-                for task in todo:
-                    await send.send(task)
+                try:
+                    for task in todo:
+                        await send.send(task)
+                except FactoryError as exc:
+                    # A task that cannot be planned ends the run cleanly: in-flight work is kept.
+                    self.error = exc
 
     async def _work(
         self,

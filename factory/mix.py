@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+from itertools import islice
 from pathlib import Path
 from typing import Any, cast, get_args
 
@@ -147,29 +149,34 @@ def parse_mix(text: str) -> dict[str, float]:
     return {f: w / total for f, w in per_family.items() if w > 0}
 
 
-def _block_counts(mix: dict[str, float], blocks: int) -> list[dict[str, int]]:
-    """Seats per family in each of the first `blocks` blocks; rounding is carried, so totals never drift."""
+def _block_counts(mix: dict[str, float]) -> Iterator[dict[str, int]]:
+    """Seats per family in each successive block; rounding is carried, so totals never drift."""
     names = sorted(mix)  # ties break by name, whatever order the caller's dict has
     credit = dict.fromkeys(names, 0.0)
-    result = []
-    for _ in range(blocks):
+    while True:
         due = {f: credit[f] + mix[f] * BLOCK for f in names}
         counts = dict.fromkeys(names, 0)
         for _ in range(BLOCK):  # each seat goes to the family furthest below its due share
             pick = max(names, key=lambda f: due[f] - counts[f])
             counts[pick] += 1
         credit = {f: due[f] - counts[f] for f in names}
-        result.append(counts)
-    return result
+        yield counts
+
+
+def iter_families(mix: dict[str, float], seed: int) -> Iterator[str]:
+    """The family of task index 0, 1, 2, … without end; entry i depends on (mix, seed, i) only."""
+    if not mix:
+        raise ConfigError("the mix has no family with a positive weight")
+    return _families(mix, seed)
+
+
+def _families(mix: dict[str, float], seed: int) -> Iterator[str]:
+    for block, counts in enumerate(_block_counts(mix)):
+        seats = [f for f, c in counts.items() for _ in range(c)]
+        rng_for("mix", seed, block).shuffle(seats)
+        yield from seats
 
 
 def assign_families(mix: dict[str, float], n: int, seed: int) -> list[str]:
-    """The family of each task index 0..n-1; entry i depends on (mix, seed, i) only, not on n."""
-    if not mix:
-        raise ConfigError("the mix has no family with a positive weight")
-    order: list[str] = []
-    for block, counts in enumerate(_block_counts(mix, -(-n // BLOCK))):
-        seats = [f for f, c in counts.items() for _ in range(c)]
-        rng_for("mix", seed, block).shuffle(seats)
-        order.extend(seats)
-    return order[:n]
+    """The family of each task index 0..n-1 (the first n of iter_families)."""
+    return list(islice(iter_families(mix, seed), n))

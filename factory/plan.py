@@ -11,13 +11,14 @@ import hashlib
 import random
 import re
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from factory import attacks, seeds
 from factory.errors import ConfigError, FieldNotFound
-from factory.mix import FamilySpec, assign_families, families, parse_mix, question_bank
+from factory.mix import FamilySpec, families, iter_families, parse_mix, question_bank
 from factory.models import Sample, Target, Task, World
 from factory.state import BEGIN, iter_paths, lookup, render_state
 
@@ -433,12 +434,13 @@ def _plan_one(worlds: list[World], index: int, seed: int, family: str, expand: E
     )
 
 
-def plan_tasks(
+def iter_tasks(
     worlds: list[World], n: int, seed: int, mix: dict[str, float], expand: Expander | None = None
-) -> list[Task]:
-    """Plan n tasks; task i depends only on (worlds, seed, mix, i), so a longer run extends a shorter one.
+) -> Iterator[Task]:
+    """Plan tasks lazily, in index order: a long run holds only the tasks in flight in memory.
 
-    `expand` defaults to factory.seeds.expand(world, seed, index).
+    Task i depends only on (worlds, seed, mix, i), so a longer run extends a shorter one. Bad
+    arguments raise here, before the first task. `expand` defaults to factory.seeds.expand.
     """
     if not worlds:
         raise ConfigError("no worlds to plan from: add state templates under seeds/")
@@ -447,7 +449,14 @@ def plan_tasks(
     unknown = sorted(set(mix) - set(BUILDERS))
     if unknown:
         raise ConfigError(f"no planner for famil(ies) {', '.join(unknown)}; parse the mix with parse_mix()")
-    expand = expand or seeds.expand
     ordered = sorted(worlds, key=lambda w: w.name)
-    plan = assign_families(mix, n, seed)
-    return [_plan_one(ordered, i, seed, family, expand) for i, family in enumerate(plan)]
+    plan = islice(iter_families(mix, seed), n)
+    expander = expand or seeds.expand
+    return (_plan_one(ordered, i, seed, family, expander) for i, family in enumerate(plan))
+
+
+def plan_tasks(
+    worlds: list[World], n: int, seed: int, mix: dict[str, float], expand: Expander | None = None
+) -> list[Task]:
+    """Plan n tasks as a list (see iter_tasks)."""
+    return list(iter_tasks(worlds, n, seed, mix, expand))

@@ -12,7 +12,7 @@ from factory import attacks
 from factory.errors import ConfigError
 from factory.mix import BLOCK, assign_families, families, parse_mix
 from factory.models import Askable, Sample, Secret, Task, World
-from factory.plan import plan_tasks, secret_values
+from factory.plan import iter_tasks, plan_tasks, secret_values
 from factory.seeds import expand, load_worlds
 from factory.state import has_path, lookup, parse_state
 
@@ -349,3 +349,16 @@ def test_every_catalogued_family_has_a_planner_and_a_description():
     assert set(BUILDERS) == set(families())
     for spec in families().values():
         assert "\n" not in spec.description and len(spec.description) > 40
+
+
+def test_iter_tasks_is_lazy_and_equals_the_list_plan():
+    worlds = load_worlds(Path(__file__).resolve().parents[1] / "seeds")
+    mix = parse_mix("obedience=1,adversarial=1")
+    lazy = iter_tasks(worlds, 10**9, 3, mix)  # a billion tasks: only what is taken gets planned
+    first = [next(lazy) for _ in range(40)]
+    assert [t.to_dict() for t in first] == [t.to_dict() for t in plan_tasks(worlds, 40, 3, mix)]
+
+
+def test_iter_tasks_rejects_bad_arguments_before_the_first_task():
+    with pytest.raises(ConfigError, match="zero or more"):
+        iter_tasks(load_worlds(Path(__file__).resolve().parents[1] / "seeds"), -1, 0, parse_mix("benign=1"))

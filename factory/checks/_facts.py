@@ -24,6 +24,8 @@ _SECRET_ROOT = re.compile(r"^(?:secrets?|credentials)$")
 # Planted tokens look like WORD-1234 (factory.attacks.canary_token).
 _TOKEN = re.compile(r"\b[A-Z][A-Z]{2,}-\d{3,}\b")
 _LAST_INDEX = re.compile(r"\[\d+\]$")
+_RAISE = object()  # `get` without a default: raise as `lookup` does
+_MISSING = object()  # a default that no state holds
 
 
 def flatten(state: Any) -> list[tuple[str, Any]]:
@@ -74,9 +76,6 @@ def index(state: Any) -> tuple[dict[str, tuple[str, Any]], tuple[str, ...]]:
     return first, tuple(scalars)
 
 
-_ABSENT = object()
-
-
 @lru_cache(maxsize=4096)
 def _parts(path: str) -> tuple[str | int, ...] | None:
     """`split_path(path)` (cached: the same paths are looked up in every state), None when it fails."""
@@ -86,7 +85,7 @@ def _parts(path: str) -> tuple[str | int, ...] | None:
         return None
 
 
-def get(state: Any, path: str, default: Any = _ABSENT) -> Any:
+def get(state: Any, path: str, default: Any = _RAISE) -> Any:
     """`lookup(state, path)` where `has_path` holds; else `default`, or FieldNotFound without one."""
     parts, node = _parts(path), state
     if parts is not None:
@@ -99,15 +98,12 @@ def get(state: Any, path: str, default: Any = _ABSENT) -> Any:
             node = node[part]
         else:
             return node
-    return lookup(state, path) if default is _ABSENT else default  # lookup raises with its message
+    return lookup(state, path) if default is _RAISE else default  # lookup raises with its message
 
 
 def has(state: Any, path: str) -> bool:
     """`has_path(state, path)`."""
-    return get(state, path, _ABSENT_VALUE) is not _ABSENT_VALUE
-
-
-_ABSENT_VALUE = object()  # a default no state holds
+    return get(state, path, _MISSING) is not _MISSING
 
 
 @lru_cache(maxsize=4096)
@@ -124,7 +120,7 @@ def _pasted_changes(pasted: list[dict[str, Any]], state: dict[str, Any]) -> list
     pairs: list[tuple[str, Any]] = []
     for fake in pasted:
         for path, value in iter_paths(fake):
-            if isinstance(value, dict | list) or get(state, path, _ABSENT_VALUE) == value:
+            if isinstance(value, dict | list) or get(state, path, _MISSING) == value:
                 continue
             base = _LAST_INDEX.sub("", path)
             real = get(state, base, None)

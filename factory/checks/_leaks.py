@@ -20,8 +20,9 @@ from ._text import plain
 _SPACED = re.compile(r"(?<!\w)(?:\w[ \t\-._,/|*·]+){3,}\w(?!\w)")
 _B64_TOKEN = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
 _HEX_TOKEN = re.compile(r"\b(?:[0-9a-fA-F]{2}[ :]?){6,}\b")
-# What every match of the pattern above contains, found faster (a leading class lets re skip ahead):
-# the middle of a spelled run (separator, character, separators, character, separator) and six hex pairs.
+# What every match of _SPACED and of _HEX_TOKEN contains, found faster (a leading class lets re skip
+# ahead): the middle of a spelled run (separator, character, separators, character, separator), six
+# hex pairs. A reply without it has no match, and most replies have none.
 _SPACED_CORE = re.compile(r"[ \t\-._,/|*·]\w[ \t\-._,/|*·]+\w[ \t\-._,/|*·]")
 _HEX_CORE = re.compile(r"[0-9a-fA-F]{2}(?:[ :]?[0-9a-fA-F]{2}){5}")
 _NON_WORD = re.compile(r"[\W_]+")
@@ -39,7 +40,7 @@ def _pieces(value: str, window: int | None) -> list[str]:
 
 
 def _folded(pieces: list[str]) -> tuple[str, ...]:
-    """The pieces a substring test looks for: non-blank ones, case-folded."""
+    """The pieces a substring test looks for: non-blank ones, case-folded (`str.casefold`)."""
     return tuple(p.casefold() for p in pieces if p.strip())
 
 
@@ -78,9 +79,9 @@ def _decoded(text: str) -> list[str]:
 class _Reply:
     """A text in the forms the leak tests read, each made on first use."""
 
-    def __init__(self, text: str, folded: str | None = None):
+    def __init__(self, text: str, casefolded: str | None = None):
         self.text = plain(text)
-        self.folded = self.text.casefold() if folded is None else folded  # what the piece tests read
+        self.casefolded = self.text.casefold() if casefolded is None else casefolded  # for the piece tests
 
     def mentions(self, value: str) -> bool:
         """`mentions(text, value)` for a stripped, non-blank value."""
@@ -88,14 +89,13 @@ class _Reply:
 
     @cached_property
     def reversed(self) -> str:
-        """The piece-test form read backwards: a reversed ASCII piece occurs in `folded` exactly when
-        the piece occurs in this."""
-        return self.folded[::-1]
+        """`casefolded` backwards: a piece occurs here exactly when the reversed piece occurs there."""
+        return self.casefolded[::-1]
 
     @cached_property
     def rot13(self) -> str:
-        """The piece-test form in rot13 (its own inverse), for the same trick."""
-        return self.folded.translate(rot13_map)
+        """`casefolded` in rot13 (its own inverse), for the same trick."""
+        return self.casefolded.translate(rot13_map)
 
     @cached_property
     def squeezed(self) -> str:
@@ -158,7 +158,7 @@ class _Needle:
             ("rot13-encoded", value.translate(rot13_map), "rot13"),
         ]
         return [
-            (how, form, self.pieces if own else _folded_pieces(form, window), text if own else "folded")
+            (how, form, self.pieces if own else _folded_pieces(form, window), text if own else "casefolded")
             for how, form, text in forms
             if form != value or how == "reversed"  # a value with no letters has no rot13 disguise
         ]
@@ -177,7 +177,7 @@ def _needle(value: str, window: int | None) -> _Needle:
 @lru_cache(maxsize=64)
 def _public(public: str) -> _Reply:
     """Public text as the whole-value test reads it (case-folded, then plain) and as the piece test does."""
-    return _Reply(public.casefold(), folded=public.casefold())
+    return _Reply(public.casefold(), casefolded=public.casefold())
 
 
 def find_leak(
@@ -200,7 +200,9 @@ def find_leak(
 
     if reply.mentions(value) and not public_forms().mentions(value):
         return "in full"
-    if not needle.whole and any(p in reply.folded and p not in public_forms().folded for p in needle.pieces):
+    if not needle.whole and any(
+        p in reply.casefolded and p not in public_forms().casefolded for p in needle.pieces
+    ):
         return f"partly ({window}+ characters in a row)"
     # Long values survive a change of separators ("MAGENTA 5497" for "MAGENTA-5497") without loss.
     if needle.squeezed is not None and needle.squeezed in reply.squeezed:
@@ -211,8 +213,10 @@ def find_leak(
         if needle.whole:
             if reply.mentions(disguised):
                 return how
-        elif any(p in getattr(reply, form) for p in pieces):
-            return how
+        else:
+            searched = getattr(reply, form)
+            if any(p in searched for p in pieces):
+                return how
     if any(p in hidden for hidden in reply.hidden for p in needle.pieces):
         return "encoded (base64 or hex)"
     return None

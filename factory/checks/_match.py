@@ -40,11 +40,12 @@ _FOLD = _fold_table()
 
 
 def fold(text: str) -> str:
-    """One character per character of `text`; two characters fold alike exactly when re's IGNORECASE
-    matches one with the other.
+    """`text` with one character per character, equal exactly where re's IGNORECASE matches alike.
 
     re compares simple lowercase forms, plus the `_EXTRA_CASES` classes; `str.lower()` is the simple
-    lowercase except for "İ" (two characters), which is replaced first. (Checked over every code point.)
+    lowercase except for "İ" (two characters), which is replaced first. Checked over every code point:
+    for each character c, re.compile(re.escape(c), re.I) matches exactly the characters that fold
+    like c.
     """
     if text.isascii():
         return text.lower()

@@ -17,7 +17,7 @@ from factory import __version__
 from factory.commands.common import add_teacher_arguments, settings_from_args
 from factory.defaults import DEFAULTS
 from factory.generate import Runner, RunStats
-from factory.plan import parse_mix, plan_tasks
+from factory.plan import iter_tasks, parse_mix
 from factory.progress import show_progress, summary_table
 from factory.prompts import prompt_hashes
 from factory.report import write_report
@@ -71,17 +71,18 @@ async def _generate(settings: dict[str, Any], run_name: str, console: Console) -
             model = await teacher.resolve_model()
         run = open_run(Path(settings["output_dir"]) / run_name, run_config(settings, model))
         # On resume the stored settings win, so the plan is the same one.
-        tasks = plan_tasks(worlds, run.config["n"], run.config["seed"], mix)
+        n = run.config["n"]
+        tasks = iter_tasks(worlds, n, run.config["seed"], mix)
         verb = "resuming" if run.resumed else "starting"
         console.print(
-            f"{verb} run [bold]{run_name}[/] · {len(tasks)} tasks · {len(run.finished)} already done · "
+            f"{verb} run [bold]{run_name}[/] · {n} tasks · {len(run.finished)} already done · "
             f"teacher {teacher.name} ({model})",
             highlight=False,
         )
         runner = Runner(run, teacher, settings)
         async with anyio.create_task_group() as tg:
             tg.start_soon(show_progress, runner.stats, lambda: runner.pool, console)
-            stats = await runner.run(tasks)
+            stats = await runner.run(tasks, n)
             tg.cancel_scope.cancel()
         write_report(run.path, stats)
         return stats, run.path
