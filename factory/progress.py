@@ -46,10 +46,14 @@ async def show_progress(stats: Any, get_pool: Callable[[], Any], console: Consol
     )
     with Progress(*columns, console=console, transient=False) as bar:
         handle = bar.add_task("generate", total=stats.total, completed=stats.done, line="")
-        while True:
+        try:
+            while True:
+                line = status_line(stats, get_pool()).split(" · ", 1)[1]
+                bar.update(handle, completed=stats.done, total=stats.total, line=line)
+                await anyio.sleep(0.2)
+        finally:  # cancelled when the run ends: show the final counts, not the last tick's
             line = status_line(stats, get_pool()).split(" · ", 1)[1]
             bar.update(handle, completed=stats.done, total=stats.total, line=line)
-            await anyio.sleep(0.2)
 
 
 def summary_table(stats: Any, run_path: str) -> Table:
