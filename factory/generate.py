@@ -7,6 +7,7 @@ import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from typing import Any
 
 import anyio
@@ -130,7 +131,11 @@ class Runner:
 
         `tasks` may be lazy (factory.plan.iter_tasks): it is consumed as workers free up.
         """
-        todo = (t for t in tasks if t.id not in self.rundir.finished)
+        todo: Iterable[Task] = (t for t in tasks if t.id not in self.rundir.finished)
+        # Planning costs CPU the busy loop needs at high rates; plan a bounded head up front
+        # and the (possibly huge) rest lazily, so memory stays flat on long runs.
+        head = list(islice(todo, self.settings["plan_ahead"]))
+        todo = chain(head, todo)
         self.stats.total = total
         self.stats.done = len(self.rundir.finished)
         writer = RunWriter(self.rundir, self.settings["flush_every"])
