@@ -20,7 +20,7 @@ import anyio
 import orjson
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -225,6 +225,8 @@ class ChatEndpoint:
         try:
             response = await self._respond(Request(scope, receive))
             await response(scope, receive, send)
+        except ClientDisconnect:
+            pass  # the client went away before sending its whole request (a killed factory)
         finally:
             self.server.leave()
 
