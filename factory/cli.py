@@ -12,6 +12,7 @@ from factory.errors import FactoryError
 COMMANDS = {
     "generate": "factory.commands.generate",
     "doctor": "factory.commands.doctor",
+    "export": "factory.commands.export",
 }
 
 

@@ -41,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "down_after": 3,  # consecutive connection failures that mark the teacher down
     "plan_ahead": 10000,  # tasks planned before the first request; the rest as workers free up
     "grace": 30.0,  # seconds in-flight tasks get to finish on SIGINT/SIGTERM
+    # --- export (end of generate, and `factory export`) ---
+    "split_ratios": "0.8,0.1,0.1",  # train,valid,test shares of records, split by (world, family) group
     # --- store ---
     "flush_every": 32,  # records per fsync batch
     "flush_interval": 0.5,  # seconds; a batch is flushed at least this often

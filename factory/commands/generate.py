@@ -15,7 +15,9 @@ from rich.console import Console
 
 from factory import __version__
 from factory.commands.common import add_teacher_arguments, settings_from_args
+from factory.commands.export import print_export
 from factory.defaults import DEFAULTS
+from factory.export import export_run, parse_ratios
 from factory.generate import Runner, RunStats
 from factory.plan import iter_tasks, parse_mix
 from factory.progress import show_progress, summary_table
@@ -34,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", help="run name under output/; an existing run is resumed")
     parser.add_argument("--output-dir", help="where runs go (default output/)")
     parser.add_argument("--seeds-dir", help="folder of state templates (default seeds/)")
+    parser.add_argument(
+        "--split-ratios", help=f"train,valid,test shares (default {DEFAULTS['split_ratios']})"
+    )
     add_teacher_arguments(parser)
 
 
@@ -84,7 +89,10 @@ async def _generate(settings: dict[str, Any], run_name: str, console: Console) -
             tg.start_soon(show_progress, runner.stats, lambda: runner.pool, console)
             stats = await runner.run(tasks, n)
             tg.cancel_scope.cancel()
-        write_report(run.path, stats)
+        report = write_report(run.path, stats)
+        if report["accepted"] and not stats.interrupted:
+            summary = export_run(run.path, parse_ratios(settings["split_ratios"]), seed=run.config["seed"])
+            print_export(summary, console)
         return stats, run.path
     finally:
         await teacher.aclose()
