@@ -32,6 +32,10 @@ def test_builtin_run_writes_a_complete_run_directory(builtin_run: Path) -> None:
     assert len(ids) == 150 and len(set(ids)) == 150
     ledger = [line["id"] for line in read_jsonl(builtin_run / "ledger.jsonl")]
     assert sorted(ledger) == sorted(ids)
+    # the run ends with an mlx_lm data folder holding only {"messages": [...]} lines
+    for split in ("train", "valid", "test"):
+        rows = read_jsonl(builtin_run / "data" / f"{split}.jsonl")
+        assert rows and all(set(row) == {"messages"} for row in rows), split
 
 
 def test_builtin_run_is_mostly_accepted_with_full_meta(builtin_run: Path) -> None:
