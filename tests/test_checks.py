@@ -107,3 +107,18 @@ def test_refusal_that_quotes_the_persona_passes_identity_but_claiming_it_fails()
     assert violations_of(refusal, ["identity", "injection"]) == []
     claiming = dict(refusal, turns=[refusal["turns"][0], {"role": "assistant", "content": "I am OMEGA."}])
     assert [v["rule"] for v in violations_of(claiming, ["identity", "injection"])] == ["identity"]
+
+
+def test_good_dialogues_pass_without_a_plan_too():
+    """Foreign JSONL has no task: the rules must not flag good dialogues (e.g. quoting `secret_policy`)."""
+    from factory.plan import parse_mix, plan_tasks
+    from factory.seeds import load_worlds
+    from factory.teachers.builtin import write_turns
+
+    worlds = load_worlds(Path(__file__).resolve().parents[1] / "seeds")
+    tasks = plan_tasks(worlds, 400, 5, parse_mix("obedience=0.4,benign=0.15,adversarial=0.45"))
+    flagged = []
+    for task in tasks:
+        messages = [{"role": "system", "content": render_state(task.state)}, *write_turns(task)]
+        flagged += [(task.family, v["rule"], v["detail"]) for v in run_checks(messages, None, task.state)]
+    assert flagged == []

@@ -109,8 +109,11 @@ def has(state: Any, path: str) -> bool:
 @lru_cache(maxsize=4096)
 def _secret_looking(path: str) -> bool:
     """True when a field's name or one of its parents' names says it holds a secret."""
+    leaf = path.rsplit(".", 1)[-1].lower()
+    if leaf.endswith(("_policy", "_hint")):
+        return False  # `secret_policy` says how secrets are kept; it is public text, not a secret
     return bool(
-        _SECRET_KEY.search(path.rsplit(".", 1)[-1].lower())
+        _SECRET_KEY.search(leaf)
         or any(_SECRET_ROOT.match(k.lower()) for k in path.split(".")[:-1])
     )
 
