@@ -141,7 +141,7 @@ def kill_at(command: list[str], ledger: Path, lines: int) -> None:
 def run_factory(url: str, n: int, extra: list[str], out: Path, kill: float | None = None) -> dict[str, Any]:
     """`factory generate` against the test teacher; measure it and read its run directory."""
     command = [sys.executable, "-m", "factory.cli", "generate", "--teacher", url, "--n", str(n)]
-    command += ["--run", "bench", "--output-dir", str(out), *extra]
+    command += ["--run", "bench", "--seed", "0", "--output-dir", str(out), *extra]  # the baseline's plan
     if kill:
         kill_at(command, out / "bench" / "ledger.jsonl", int(n * kill))
     measured = run_measured(command)

@@ -13,7 +13,7 @@ from factory.paths import SEEDS_DIR
 DEFAULTS: dict[str, Any] = {
     # --- what to make ---
     "n": 500,  # tasks to plan
-    "seed": 0,  # run seed: expansion and planning are deterministic from it
+    "seed": None,  # run seed; None: derived from the run name, so a new run plans new data
     "seeds_dir": str(SEEDS_DIR),  # folder of state templates (the project's seeds/)
     "output_dir": "output",  # runs go to output/<run>/
     "mix": "obedience=0.4,benign=0.15,adversarial=0.45",  # kind proportions (families split evenly)
@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "down_after": 3,  # consecutive connection failures that mark the teacher down
     "plan_ahead": 10000,  # tasks planned before the first request; the rest as workers free up
     "grace": 30.0,  # seconds in-flight tasks get to finish on SIGINT/SIGTERM
+    "dedup_threshold": 0.85,  # MinHash Jaccard at or above which a dialogue repeats an earlier one
     # --- export (end of generate, and `factory export`) ---
     "split_ratios": "0.8,0.1,0.1",  # train,valid,test shares of records, split by (world, family) group
     # --- store ---

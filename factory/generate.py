@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import signal
 import time
 from collections.abc import Iterable
@@ -15,13 +14,14 @@ from anyio.abc import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from factory.checks import RULES, run_checks
+from factory.dedup import NearDupIndex, dialogue_text
 from factory.errors import FactoryError, TeacherReplyError
-from factory.models import Message, Task
+from factory.models import Task
 from factory.parse import parse_turns
 from factory.pool import Pool, PoolError
 from factory.prompts import estimate_tokens, render_request
 from factory.state import render_state
-from factory.store import RunDir, RunWriter, read_jsonl
+from factory.store import RunDir, RunWriter
 from factory.teachers.base import Teacher, TeacherRequest
 
 Result = tuple[str, dict[str, Any]]  # ("accepted" | "rejected", record)
@@ -43,12 +43,6 @@ class RunStats:
     completion_tokens_this_session: int = 0
     stopping: bool = False
     interrupted: bool = False
-
-
-def dialogue_hash(turns: list[Message]) -> str:
-    """Hash of a dialogue's user/assistant text, normalised for case and whitespace."""
-    text = "\n".join(f"{m['role']}:{' '.join(m['content'].lower().split())}" for m in turns)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def _meta(task: Task, teacher: Teacher, prompt: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -115,16 +109,14 @@ async def process_task(task: Task, pool: Pool, teacher: Teacher, settings: dict[
 class Runner:
     """Runs the unfinished tasks of a run with one writer, graceful stop and resume."""
 
-    def __init__(self, run: RunDir, teacher: Teacher, settings: dict[str, Any]):
+    def __init__(self, run: RunDir, teacher: Teacher, settings: dict[str, Any], dedup: NearDupIndex):
         self.rundir = run
         self.teacher = teacher
         self.settings = settings
+        self.dedup = dedup  # exact + near duplicates, this run's and every earlier run's
         self.stats = RunStats(accepted=run.counts["accepted"], rejected=run.counts["rejected"])
         self.pool: Pool | None = None
         self.error: FactoryError | None = None
-        self._seen_hashes: dict[str, str] = {}
-        for record in read_jsonl(run.file("accepted.jsonl")):
-            self._seen_hashes[dialogue_hash(record["messages"][1:])] = record["meta"]["id"]
 
     async def run(self, tasks: Iterable[Task], total: int) -> RunStats:
         """Process every task not yet in the ledger; return the final counters.
@@ -159,6 +151,7 @@ class Runner:
                 outer.cancel_scope.cancel()
         finally:
             writer.close()
+            self.dedup.save_run(self.rundir.path.parent, self.rundir.path.name)
         if self.error is not None:
             raise self.error
         return self.stats
@@ -188,15 +181,16 @@ class Runner:
         async with receive:
             async for status, record in receive:
                 if status == "accepted":
-                    key = dialogue_hash(record["messages"][1:])
-                    first = self._seen_hashes.setdefault(key, record["meta"]["id"])
-                    if first != record["meta"]["id"]:
+                    task_id = record["meta"]["id"]
+                    first = self.dedup.check_and_add(task_id, dialogue_text(record["messages"]))
+                    if first is not None:
                         status = "rejected"
                         record = {
-                            "id": record["meta"]["id"],
-                            "reason": "duplicate",
-                            "detail": f"same dialogue as {first}",
+                            "id": task_id,
+                            "reason": "near_duplicate",
+                            "detail": f"repeats {first} (similarity >= {self.dedup.threshold})",
                             "meta": record["meta"],
+                            "messages": record["messages"],
                         }
                 writer.write(status, record)
                 self._count(status, record)

@@ -112,10 +112,7 @@ def _secret_looking(path: str) -> bool:
     leaf = path.rsplit(".", 1)[-1].lower()
     if leaf.endswith(("_policy", "_hint")):
         return False  # `secret_policy` says how secrets are kept; it is public text, not a secret
-    return bool(
-        _SECRET_KEY.search(leaf)
-        or any(_SECRET_ROOT.match(k.lower()) for k in path.split(".")[:-1])
-    )
+    return bool(_SECRET_KEY.search(leaf) or any(_SECRET_ROOT.match(k.lower()) for k in path.split(".")[:-1]))
 
 
 def _pasted_changes(pasted: list[dict[str, Any]], state: dict[str, Any]) -> list[tuple[str, Any]]:

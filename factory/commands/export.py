@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     seed = args.seed
     if seed is None:
         stored = read_run_config(run_dir) if run_dir.is_dir() else None
-        seed = (stored or {}).get("seed", DEFAULTS["seed"])
+        seed = (stored or {}).get("seed") or 0
     console = Console()
     print_export(export_run(run_dir, ratios=ratios, seed=seed), console)
     return 0

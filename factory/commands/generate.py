@@ -16,6 +16,7 @@ from rich.console import Console
 from factory import __version__
 from factory.commands.common import add_teacher_arguments, settings_from_args
 from factory.commands.export import print_export
+from factory.dedup import NearDupIndex
 from factory.defaults import DEFAULTS
 from factory.export import export_run, parse_ratios
 from factory.generate import Runner, RunStats
@@ -31,7 +32,9 @@ from factory.teachers import make_teacher
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the generate flags."""
     parser.add_argument("--n", type=int, help=f"tasks to plan (default {DEFAULTS['n']})")
-    parser.add_argument("--seed", type=int, help="run seed; the same seed plans the same tasks (default 0)")
+    parser.add_argument(
+        "--seed", type=int, help="run seed; the same seed plans the same tasks (default: from the run name)"
+    )
     parser.add_argument("--mix", help=f"proportions by kind or family (default {DEFAULTS['mix']!r})")
     parser.add_argument("--run", help="run name under output/; an existing run is resumed")
     parser.add_argument("--output-dir", help="where runs go (default output/)")
@@ -84,7 +87,8 @@ async def _generate(settings: dict[str, Any], run_name: str, console: Console) -
             f"teacher {teacher.name} ({model})",
             highlight=False,
         )
-        runner = Runner(run, teacher, settings)
+        dedup = NearDupIndex.for_run(settings["output_dir"], run_name, threshold=settings["dedup_threshold"])
+        runner = Runner(run, teacher, settings, dedup)
         async with anyio.create_task_group() as tg:
             tg.start_soon(show_progress, runner.stats, lambda: runner.pool, console)
             stats = await runner.run(tasks, n)
@@ -104,6 +108,9 @@ def main(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or DEFAULTS["output_dir"]
     stored = read_run_config(Path(output_dir) / run_name)
     settings = settings_from_args(args, stored)
+    if settings["seed"] is None:
+        # A stable function of the name: a new run gets fresh data, the same name resumes the same plan.
+        settings["seed"] = int(hashlib.sha256(run_name.encode()).hexdigest()[:8], 16)
     console = Console()
     stats, path = anyio.run(_generate, settings, run_name, console)
     console.print(summary_table(stats, str(path)))
