@@ -13,6 +13,7 @@ COMMANDS = {
     "generate": "factory.commands.generate",
     "doctor": "factory.commands.doctor",
     "export": "factory.commands.export",
+    "check": "factory.commands.check",
 }
 
 

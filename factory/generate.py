@@ -10,7 +10,7 @@ from itertools import chain, islice
 from typing import Any
 
 import anyio
-from anyio.abc import CancelScope
+from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from factory.checks import RULES, run_checks
