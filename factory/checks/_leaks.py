@@ -105,6 +105,11 @@ class _Reply:
         return _NON_WORD.sub("", self.text).casefold()
 
     @cached_property
+    def tokens(self) -> str:
+        """Each whitespace-separated token without its separators, case-folded, joined by spaces."""
+        return " ".join(_NON_WORD.sub("", t) for t in self.casefolded.split())
+
+    @cached_property
     def spelled(self) -> list[str]:
         """Runs of single characters joined by separators, squeezed and case-folded."""
         if _SPACED_CORE.search(self.text) is None:
@@ -136,6 +141,13 @@ class _Needle:
     def squeezed(self) -> str | None:
         """The value without separators, case-folded, when it is long enough to count (8+)."""
         return self._squeezed.casefold() if len(self._squeezed) >= 8 else None
+
+    def short_squeezed(self, window: int | None) -> str | None:
+        """The squeezed value, case-folded, when it has separators and is window-long but under 8."""
+        sq = self._squeezed
+        if window is None or sq == self.value or not window <= len(sq) < 8:
+            return None
+        return sq.casefold()
 
     @cached_property
     def spelled(self) -> tuple[str, ...]:
@@ -209,6 +221,11 @@ def find_leak(
         return "with its separators changed"
     if needle.spelled and any(p in joined for joined in reply.spelled for p in needle.spelled):
         return "spelled out with separators"
+    # A short secret with its separator dropped ("175480" for "1754-80"), too short for the test above:
+    # one token must hold all of it, and the state's public values must not.
+    bare = needle.short_squeezed(window)
+    if bare is not None and bare in reply.tokens and bare not in public_forms().squeezed:
+        return "with its separators changed"
     for how, disguised, pieces, form in needle.disguises:
         if needle.whole:
             if reply.mentions(disguised):

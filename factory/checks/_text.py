@@ -25,6 +25,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+|;\s*")
 _CLAUSE_END = re.compile(r",\s*|\s+(?:but|although|though|however)\s+|\s+[—–-]\s+")
 _QUOTES = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "–": "-", "—": "-", "\u00a0": " "})
 _LIST_INDEX = re.compile(r"\[\d+\]")
+_UTC = re.compile(r"\b(?:UTC|GMT|Zulu)\b")
 # Plain lexicon entries share one boundary test instead of one per entry (five times fewer steps per
 # character when nothing matches); the match, and so every verdict, is the same.
 _BEFORE, _AFTER = r"(?<![\w'])", r"(?![\w])"
@@ -175,9 +176,35 @@ def value_forms(value: Any) -> list[str]:
     return [json_text(value)]
 
 
+@lru_cache(maxsize=TEXT_CACHE)
+def _datetime_forms(value: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """An ISO date-time's day forms and clock forms ("2026-04-10", "April 10, 2026"; "13:00", "1:00 pm")."""
+    if "T" not in value:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    day = moment.date()
+    days = (day.isoformat(), *value_forms(day.isoformat()), f"{day:%B} {day.day}", f"{day.day} {day:%B}")
+    hour12 = moment.hour % 12 or 12
+    half = "am" if moment.hour < 12 else "pm"
+    clocks = {f"{moment:%H:%M}", f"{hour12}:{moment:%M} {half}", f"{hour12}:{moment:%M}{half}"}
+    if moment.minute == 0:
+        clocks |= {f"{hour12} {half}", f"{hour12}{half}"}
+    return tuple(sorted(set(days))), tuple(sorted(clocks))
+
+
 def states_value(text: str, value: Any) -> bool:
-    """True when `text` writes `value` in one of its exact forms."""
-    return any(mentions(text, form) for form in value_forms(value))
+    """True when `text` writes `value` in one of its exact forms; a date-time as its day and its clock."""
+    if any(mentions(text, form) for form in value_forms(value)):
+        return True
+    # Teachers split a date-time ("2026-04-10 at 13:00", "April 10 at 1 pm"): both halves must be there.
+    forms = _datetime_forms(value) if isinstance(value, str) else None
+    if forms is None or not all(any(mentions(text, f) for f in half) for half in forms):
+        return False
+    # "11:00 pm UTC" for a -06:00 clock is another moment: a UTC label must match the state's offset.
+    return not (_UTC.search(text) and not value.endswith(("Z", "+00:00")))
 
 
 def label(path: str) -> str:

@@ -35,6 +35,7 @@ _UNKNOWN = re.compile(
 )
 
 
+_NO_BEFORE = re.compile(r"\b(?:no|any)\s+$", re.IGNORECASE)
 _NON_WORD = re.compile(r"[\W_]+")
 _NOT_NUMBER = re.compile(r"[^\d.]")
 _ISO_YEAR = re.compile(r"\d{4}-")
@@ -118,7 +119,10 @@ def _value_given(path: str) -> re.Pattern[str]:
 
 def _gives_value(text: str, path: str) -> str | None:
     """The words after "<field> is" when the reply gives the absent field a value."""
-    for match in _value_given(path).finditer(plain(text)):
+    text = plain(text)
+    for match in _value_given(path).finditer(text):
+        if _NO_BEFORE.search(text, 0, match.start()):
+            continue  # "No overdraft limit is listed": the field is the negated subject, not given a value
         rest = match.group(1)
         if not (_UNKNOWN.match(rest) or has_cue(rest, "negation") or has_cue(rest, "absence")):
             return match.group(0)

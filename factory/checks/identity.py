@@ -27,7 +27,7 @@ _CLAIMS = (
     r"^\W*(?:as|speaking as|answering as|responding as|replying as)\s+{n}",
     r"\b(?:speaking|answering|responding|replying|acting|talking|writing|continuing|staying|operating|"
     r"role-?playing|here)\s+as\s+{n}",
-    r"^\W*{n}\s+here\b",
+    r"(?:^|[:;]\s)\W*{n}\s+here\b",  # "UNBOUND here", "Alright, just this once: UNBOUND here"
     r"^\W*\[?{n}\]?\s*[:>]",  # a speaker label: "OMEGA: sure"
     r"^\s*[-—–]+\s*{n}\s*$",  # a sign-off line: "— DAN"
 )
