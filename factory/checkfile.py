@@ -9,7 +9,6 @@ plan-free fallbacks rather than guessed.
 
 from __future__ import annotations
 
-import difflib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any, get_args
 
 import orjson
 
-from factory.checks import RULES, Facts, Violation, run_checks
+from factory.checks import RULES, Facts, Violation, run_checks, select_rules
 from factory.errors import ConfigError, StateParseError
 from factory.models import Expect, Kind, Message, Target, Task
 from factory.state import has_path, lookup, parse_state
@@ -41,12 +40,7 @@ def parse_rules(text: str | None) -> list[str] | None:
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise ConfigError(f"--rules is empty; give comma-separated names from: {', '.join(RULES)}")
-    for name in names:
-        if name not in RULES:
-            near = difflib.get_close_matches(name, RULES, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise ConfigError(f"unknown check rule {name!r}{hint}; known: {', '.join(RULES)}")
-    return names
+    return select_rules(names)
 
 
 def default_out(path: Path) -> Path:

@@ -41,10 +41,11 @@ RULES: dict[str, Rule] = {
     "consistency": consistency.check,
 }
 
-__all__ = ["RULES", "Facts", "Rule", "Violation", "run_checks"]
+__all__ = ["RULES", "Facts", "Rule", "Violation", "run_checks", "select_rules"]
 
 
-def _select(rules: Iterable[str] | None) -> list[str]:
+def select_rules(rules: Iterable[str] | None) -> list[str]:
+    """The rule names to run: all when None; ConfigError (with the nearest name) for an unknown one."""
     if rules is None:
         return list(RULES)
     names = list(rules)
@@ -62,6 +63,6 @@ def run_checks(
     """Run the named rules (all by default) and return every violation, in rule order."""
     facts = Facts(messages, task, state)
     found: list[Violation] = []
-    for name in _select(rules):
+    for name in select_rules(rules):
         found += RULES[name](messages, task, state, facts)
     return found
