@@ -39,7 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "throttle_share": 0.1,  # 429 share of recent replies that makes the whole pool back off
     "probe_interval": 2.0,  # seconds between reachability probes while the teacher is down
     "down_after": 3,  # consecutive connection failures that mark the teacher down
-    "plan_ahead": 10000,  # tasks planned before the first request; the rest as workers free up
+    "plan_ahead": 512,  # tasks planned before the first request; the rest as workers free up (bench: no cost)
     "grace": 30.0,  # seconds in-flight tasks get to finish on SIGINT/SIGTERM
     "dedup_threshold": 0.85,  # MinHash Jaccard at or above which a dialogue repeats an earlier one
     # --- export (end of generate, and `factory export`) ---
