@@ -1,17 +1,18 @@
 """Check any chat JSONL against the rules: a verdict per line, streamed; pass rates per rule and family.
 
 A line is `{"messages": [...], "meta"?: {...}}`. The state comes from the system message's STATE
-block. When `meta` carries the factory's record fields (id, kind, family, expect, field, canaries,
-forged, ...) a partial Task is rebuilt from them so the plan-aware rules (answer, absent, the planted
-canaries and forged values) can run; anything the record does not carry is left to the rules'
-plan-free fallbacks rather than guessed.
+block. A factory record's meta holds id, kind, family, expect, template and `plan` (the rest of the
+Task but its state), so the exact Task is rebuilt and every plan-aware rule runs. Meta without a
+plan (older or foreign records) still gives a partial Task from its top-level fields (field,
+canaries, forged, ...); anything it does not carry is left to the rules' plan-free fallbacks
+rather than guessed.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args
 
@@ -28,8 +29,12 @@ NO_FAMILY = "?"
 _KINDS = frozenset(get_args(Kind))
 _EXPECTS = frozenset(get_args(Expect))
 # Families whose planned answer is computed from the field (a date from a timestamp, a list's length),
-# not the field's value. Records do not carry the planned value, so these get no value to check against.
+# not the field's value. Meta without a plan lacks that value, so these get none to check against.
 DERIVED_VALUE_FAMILIES = frozenset({"time_and_numbers"})
+# Kept out of meta.plan: meta names these itself (world as "template"); the state is the system message.
+_OUTSIDE_PLAN = frozenset({"id", "kind", "family", "expect", "world", "state"})
+_TARGET_DEFAULTS = asdict(Target())
+_STATE_KEYS = ("allowed_actions",)  # task lists that most states repeat verbatim: stored once, there
 _WRITE_EVERY = 1024  # verdict lines buffered before a write
 
 
@@ -78,25 +83,27 @@ def _system_state(messages: list[Message]) -> dict[str, Any] | str:
 def task_from_meta(
     meta: Any, messages: list[Message], state: dict[str, Any]
 ) -> tuple[Task | None, list[Violation]]:
-    """Rebuild what a factory record's meta says of its Task; (None, []) when meta lacks the core fields.
+    """Rebuild a factory record's Task from its meta; (None, []) when meta lacks the core fields.
 
     Returns the task and format violations for meta that contradicts the state (then no task).
-    The planned value is meta.value when present, else the field's scalar value in the state (none
-    for derived-value families, whose answer rule is then skipped). Not in meta, so left to the rules'
-    fallbacks: secrets, allowed actions, the planned number of user turns (set to the dialogue's
-    own), the payload, the requested action.
+    With meta.plan the task is exact (see task_from_plan). Without it the task is partial: the
+    planned value is meta.value when present, else the field's scalar value in the state (none for
+    derived-value families, whose answer rule is then skipped); secrets, allowed actions, the
+    payload and the requested action are left to the rules' fallbacks, and the planned number of
+    user turns is the dialogue's own.
     """
     if not isinstance(meta, dict):
         return None, []
     ident, kind, family, expect = (meta.get(k) for k in ("id", "kind", "family", "expect"))
     if not (isinstance(ident, str) and kind in _KINDS and isinstance(family, str) and expect in _EXPECTS):
         return None, []
+    if "plan" in meta:
+        return task_from_plan(meta, state)
     path = meta.get("field") if isinstance(meta.get("field"), str) else None
     present = has_path(state, path) if path else None
-    if expect == "answer" and path and not present:
-        return None, _bad(f"meta says expect='answer' for field `{path}`, which the STATE block lacks")
-    if expect == "absent" and path and present:
-        return None, _bad(f"meta says expect='absent' for field `{path}`, which the STATE block holds")
+    problem = _contradiction(expect, path, present)
+    if problem:
+        return None, _bad(problem)
     value = meta["value"] if "value" in meta else _state_value(state, path, present, family)
     if expect == "answer" and value is None:
         path = None  # no value to hold the reply to: the answer rule is skipped, not failed
@@ -126,6 +133,50 @@ def task_from_meta(
         trust_levels=[str(v) for v in levels[1]] if levels and isinstance(levels[1], list) else [],
     )
     return task, []
+
+
+def plan_of(task: Task) -> dict[str, Any]:
+    """Meta's `plan`: the task less what the record already holds; task_from_plan reverses it.
+
+    Left out: id, kind, family, expect and world (meta's own keys), the state (the system message),
+    target fields at their defaults, and list fields equal to the state's same top-level key.
+    """
+    plan = {f.name: getattr(task, f.name) for f in fields(task) if f.name not in _OUTSIDE_PLAN}
+    plan["target"] = {k: v for k, v in asdict(task.target).items() if v != _TARGET_DEFAULTS[k]}
+    for key in _STATE_KEYS:
+        if plan[key] == task.state.get(key):
+            del plan[key]
+    return plan
+
+
+def task_from_plan(meta: dict[str, Any], state: dict[str, Any]) -> tuple[Task | None, list[Violation]]:
+    """The exact Task of a record whose meta holds `plan` (everything but the state), or why not."""
+    plan = meta["plan"]
+    if not isinstance(plan, dict) or not isinstance(plan.get("target"), dict):
+        return None, _bad("meta.plan is not an object with a 'target' object")
+    if not isinstance(plan.get("user_turns"), int):
+        return None, _bad("meta.plan has no integer 'user_turns'")
+    data = {k: state[k] for k in _STATE_KEYS if k not in plan and isinstance(state.get(k), list)}
+    data |= {**plan, "state": state, "world": str(meta.get("template") or NO_FAMILY)}
+    data |= {k: meta[k] for k in ("id", "kind", "family", "expect")}
+    try:
+        task = Task.from_dict(data)
+    except TypeError as exc:  # unknown or missing keys: a plan from another version, or hand-edited
+        return None, _bad(f"meta.plan does not describe a task: {exc}")
+    path = task.target.field
+    if path is not None and not isinstance(path, str):
+        return None, _bad(f"meta.plan target field is {type(path).__name__}, not a path string")
+    problem = _contradiction(task.expect, path, has_path(state, path) if path else None)
+    return (None, _bad(problem)) if problem else (task, [])
+
+
+def _contradiction(expect: str, path: str | None, present: bool | None) -> str | None:
+    """Why the planned field contradicts the STATE block, or None."""
+    if expect == "answer" and path and not present:
+        return f"meta says expect='answer' for field `{path}`, which the STATE block lacks"
+    if expect == "absent" and path and present:
+        return f"meta says expect='absent' for field `{path}`, which the STATE block holds"
+    return None
 
 
 def _state_value(state: dict[str, Any], path: str | None, present: bool | None, family: str) -> Any:

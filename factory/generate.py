@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from itertools import chain, islice
 from typing import Any
 
@@ -13,10 +13,11 @@ import anyio
 from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from factory.checkfile import plan_of
 from factory.checks import RULES, run_checks
 from factory.dedup import NearDupIndex, dialogue_text
 from factory.errors import FactoryError, TeacherReplyError
-from factory.models import Target, Task
+from factory.models import Task
 from factory.parse import parse_turns
 from factory.pool import Pool, PoolError
 from factory.prompts import estimate_tokens, render_request
@@ -45,18 +46,6 @@ class RunStats:
     interrupted: bool = False
 
 
-# Meta names these at its top level (world as "template"), and the state is the system message.
-_OUTSIDE_PLAN = frozenset({"id", "kind", "family", "expect", "world", "state"})
-_TARGET_DEFAULTS = asdict(Target())
-
-
-def _plan(task: Task) -> dict[str, Any]:
-    """The rest of the task, so `factory check` can rebuild it exactly; default target fields left out."""
-    plan = {f.name: getattr(task, f.name) for f in fields(task) if f.name not in _OUTSIDE_PLAN}
-    plan["target"] = {k: v for k, v in asdict(task.target).items() if v != _TARGET_DEFAULTS[k]}
-    return plan
-
-
 def _meta(task: Task, teacher: Teacher, prompt: Any, extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": task.id,
@@ -73,7 +62,7 @@ def _meta(task: Task, teacher: Teacher, prompt: Any, extra: dict[str, Any]) -> d
         "model": teacher.model,
         "prompt_version": prompt.version,
         "prompt_hash": prompt.hash,
-        "plan": _plan(task),
+        "plan": plan_of(task),  # `factory check` rebuilds the exact task from it
         **extra,
     }
 

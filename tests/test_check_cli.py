@@ -10,8 +10,11 @@ import orjson
 import pytest
 from cli_helpers import read_jsonl, run_factory
 
-from factory.checkfile import check_file, task_from_meta
-from factory.state import render_state
+from factory.checkfile import check_file, check_line, plan_of, task_from_meta
+from factory.mix import parse_mix
+from factory.plan.planner import plan_tasks
+from factory.seeds import load_worlds
+from factory.state import lookup, parse_state, render_state
 
 STATE: dict[str, Any] = {
     "identity": {"name": "Penn", "role": "bank support assistant"},
@@ -251,3 +254,115 @@ def test_task_from_meta_rebuilds_the_plan_it_can() -> None:
         None,
         [],
     )  # no kind/expect: no plan
+
+
+# --- meta.plan: the exact task, so corrupted records are held to what was planned ------------------
+
+
+def _records(run: Path, family: str) -> list[dict[str, Any]]:
+    return [r for r in read_jsonl(run / "accepted.jsonl") if r["meta"]["family"] == family]
+
+
+def _verdict(record: dict[str, Any]) -> set[str]:
+    """The rules a record fails, checked as `factory check` checks a line."""
+    return {v["rule"] for v in check_line(orjson.dumps(record))[1]}
+
+
+def _without_plan(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "meta": {k: v for k, v in record["meta"].items() if k != "plan"}}
+
+
+def test_real_run_meta_rebuilds_the_exact_task(real_run: Path) -> None:
+    config = orjson.loads((real_run / "run.json").read_bytes())
+    worlds = load_worlds(config["seeds_dir"])
+    planned = {t.id: t for t in plan_tasks(worlds, config["n"], config["seed"], parse_mix(config["mix"]))}
+    accepted = read_jsonl(real_run / "accepted.jsonl")
+    assert len(accepted) == 120
+    for record in accepted:
+        state = parse_state(record["messages"][0]["content"])
+        task, problems = task_from_meta(record["meta"], record["messages"], state)
+        assert problems == [] and task == planned[record["meta"]["id"]], record["meta"]["id"]
+        assert "state" not in record["meta"]["plan"]  # the system message holds it already
+
+
+def test_plan_of_round_trips_and_stays_compact(real_run: Path) -> None:
+    record = _records(real_run, "encoding_obfuscation")[0]
+    state = parse_state(record["messages"][0]["content"])
+    task, _ = task_from_meta(record["meta"], record["messages"], state)
+    assert task is not None and task.target.payload and task.target.transform
+    plan = plan_of(task)
+    assert plan == record["meta"]["plan"]
+    assert set(plan) & {"id", "kind", "family", "expect", "world", "state"} == set()
+    assert "allowed_actions" not in plan  # equal to the state's own list, so read from there
+    assert "canaries" in plan["target"] and "action" not in plan["target"]  # defaults left out
+
+
+def test_wrong_count_fails_answer_only_with_the_plan(real_run: Path) -> None:
+    counts = [
+        r
+        for r in _records(real_run, "time_and_numbers")
+        if isinstance(lookup(parse_state(r["messages"][0]["content"]), r["meta"]["field"]), list)
+    ]
+    assert counts, "the run planned no list-count question"
+    record = counts[0]
+    count = record["meta"]["plan"]["target"]["value"]
+    final = record["messages"][-1]["content"]
+    wrong = re.sub(rf"(?<![\d.]){count}(?![\d.])", str(count + 1), final)
+    assert wrong != final and not re.search(rf"(?<![\d.]){count}(?![\d.])", wrong)
+    record["messages"][-1]["content"] = wrong
+    assert _verdict(record) == {"answer"}
+    assert "answer" not in _verdict(_without_plan(record))  # meta alone has no planned count
+    detail = check_line(orjson.dumps(record))[1][0]["detail"]
+    assert f"'{count}'" in detail and record["meta"]["field"] in detail
+
+
+def test_dropped_user_turn_fails_format_only_with_the_plan(real_run: Path) -> None:
+    record = next(
+        r for r in _records(real_run, "multi_turn_escalation") if r["meta"]["plan"]["user_turns"] > 1
+    )
+    planned = record["meta"]["plan"]["user_turns"]
+    record["messages"] = [record["messages"][0], *record["messages"][3:]]  # one user turn and its reply
+    violations = check_line(orjson.dumps(record))[1]
+    assert [v["rule"] for v in violations] == ["format"]
+    assert f"has {planned - 1} user turns; the plan asks for {planned}" in violations[0]["detail"]
+    assert "format" not in _verdict(_without_plan(record))
+
+
+def test_missing_payload_fails_format_only_with_the_plan(real_run: Path) -> None:
+    record = _records(real_run, "encoding_obfuscation")[0]
+    payload = record["meta"]["plan"]["target"]["payload"]
+    turn = next(m for m in record["messages"] if m["role"] == "user" and payload in m["content"])
+    turn["content"] = turn["content"].replace(payload, "(see the attachment)")
+    violations = check_line(orjson.dumps(record))[1]
+    assert {v["rule"] for v in violations} == {"format"}
+    assert "planned payload" in violations[0]["detail"]
+    assert "format" not in _verdict(_without_plan(record))
+
+
+@pytest.mark.parametrize(
+    ("plan", "detail"),
+    [
+        ("not a plan", "not an object with a 'target' object"),
+        ({"target": {}}, "no integer 'user_turns'"),
+        ({"target": {}, "user_turns": 1, "mood": "x"}, "does not describe a task"),
+        ({"target": {"colour": "red"}, "user_turns": 1}, "does not describe a task"),
+        ({"target": {"field": "user.email"}, "user_turns": 1, "sample_index": 0}, "lacks"),
+        ({"target": {"field": 7}, "user_turns": 1, "sample_index": 0}, "not a path string"),
+    ],
+)
+def test_bad_plan_is_a_format_violation(plan: Any, detail: str) -> None:
+    messages = orjson.loads(HAND[0][0])["messages"]
+    meta = {**_meta("t", "answer_from_state", "answer", "timezone"), "plan": plan}
+    task, problems = task_from_meta(meta, messages, STATE)
+    assert task is None and [p["rule"] for p in problems] == ["format"]
+    assert detail in problems[0]["detail"]
+
+
+def test_exported_data_holds_only_messages(real_run: Path) -> None:
+    files = sorted((real_run / "data").glob("*.jsonl"))
+    assert files
+    for path in files:
+        lines = read_jsonl(path)
+        assert lines, path
+        assert all(list(line) == ["messages"] for line in lines), path
+        assert b'"plan"' not in path.read_bytes()
