@@ -16,7 +16,19 @@ from typing import Any, Protocol
 from factory.errors import ConfigError
 from factory.models import Message, Task
 
-from . import absent, actions, answer, consistency, format, identity, injection, over_refusal, secrets
+from . import (
+    absent,
+    actions,
+    answer,
+    consistency,
+    format,
+    identity,
+    injection,
+    over_refusal,
+    prompt_leak,
+    secrets,
+    trust,
+)
 from ._facts import Facts
 from ._violation import Violation
 
@@ -39,6 +51,8 @@ RULES: dict[str, Rule] = {
     "actions": actions.check,
     "over_refusal": over_refusal.check,
     "consistency": consistency.check,
+    "trust": trust.check,
+    "prompt_leak": prompt_leak.check,
 }
 
 __all__ = ["RULES", "Facts", "Rule", "Violation", "run_checks", "select_rules"]
