@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from factory.errors import TeacherReplyError
@@ -50,11 +51,10 @@ def _bodies(text: str) -> list[str]:
     return [text]
 
 
-def _scan_end(text: str, start: int) -> int | None:
-    """Index just past the bracket that closes the one at `start`, or None if it never closes."""
-    stack = [_OPENERS[text[start]]]
+def _json_chars(text: str, start: int = 0) -> Iterator[tuple[int, str, bool]]:
+    """Yield (index, char, inside a JSON string) for text[start:]; quotes count as inside."""
     in_string = escaped = False
-    for i in range(start + 1, len(text)):
+    for i in range(start, len(text)):
         ch = text[i]
         if in_string:
             if escaped:
@@ -63,9 +63,19 @@ def _scan_end(text: str, start: int) -> int | None:
                 escaped = True
             elif ch == '"':
                 in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in _OPENERS:
+            yield i, ch, True
+        else:
+            in_string = ch == '"'
+            yield i, ch, in_string
+
+
+def _scan_end(text: str, start: int) -> int | None:
+    """Index just past the bracket that closes the one at `start`, or None if it never closes."""
+    stack = [_OPENERS[text[start]]]
+    for i, ch, quoted in _json_chars(text, start + 1):
+        if quoted:
+            continue
+        if ch in _OPENERS:
             stack.append(_OPENERS[ch])
         elif ch in "}]":
             if ch != stack.pop():
@@ -78,18 +88,9 @@ def _scan_end(text: str, start: int) -> int | None:
 def _drop_trailing_commas(text: str) -> str:
     """Remove commas that directly precede } or ] outside strings."""
     out: list[str] = []
-    in_string = escaped = False
     pending: int | None = None  # index in `out` of a comma that may be trailing
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
+    for _, ch, quoted in _json_chars(text):
+        if quoted:
             pending = None
         elif ch == ",":
             pending = len(out)
