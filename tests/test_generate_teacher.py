@@ -15,6 +15,23 @@ from pathlib import Path
 from cli_helpers import line_count, read_jsonl, record_ids, run_factory, start_factory
 
 
+def _generate_args(url: str, n: int, run: str, out: Path, concurrency: int) -> list[str]:
+    """The `factory generate` arguments for a run against the test teacher at `url`."""
+    return [
+        "generate",
+        "--teacher",
+        url,
+        "--n",
+        str(n),
+        "--run",
+        run,
+        "--output-dir",
+        str(out),
+        "--concurrency",
+        str(concurrency),
+    ]
+
+
 def _wait_for_lines(path: Path, count: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while line_count(path) < count:
@@ -24,18 +41,7 @@ def _wait_for_lines(path: Path, count: int, timeout: float = 120) -> None:
 
 def test_sigkill_at_40_percent_then_resume_gives_every_task_exactly_once(teacher_server, tmp_path):
     server = teacher_server({"latency_ms": 100, "slots": 16})
-    args = [
-        "generate",
-        "--teacher",
-        server.base_url,
-        "--n",
-        "300",
-        "--run",
-        "k",
-        "--output-dir",
-        str(tmp_path),
-    ]
-    args += ["--concurrency", "16"]
+    args = _generate_args(server.base_url, 300, "k", tmp_path, concurrency=16)
     process = start_factory(*args)
     _wait_for_lines(tmp_path / "k" / "ledger.jsonl", 120)
     process.send_signal(signal.SIGKILL)
@@ -54,18 +60,7 @@ def test_sigkill_at_40_percent_then_resume_gives_every_task_exactly_once(teacher
 
 def test_sigint_finishes_in_flight_work_and_says_how_to_resume(teacher_server, tmp_path):
     server = teacher_server({"latency_ms": 200, "slots": 8})
-    args = [
-        "generate",
-        "--teacher",
-        server.base_url,
-        "--n",
-        "200",
-        "--run",
-        "s",
-        "--output-dir",
-        str(tmp_path),
-    ]
-    args += ["--concurrency", "8"]
+    args = _generate_args(server.base_url, 200, "s", tmp_path, concurrency=8)
     process = start_factory(*args)
     _wait_for_lines(tmp_path / "s" / "ledger.jsonl", 20)
     process.send_signal(signal.SIGINT)
