@@ -14,6 +14,8 @@ COMMANDS = {
     "doctor": "factory.commands.doctor",
     "export": "factory.commands.export",
     "check": "factory.commands.check",
+    "train": "factory.commands.train",
+    "fuse": "factory.commands.fuse",
 }
 
 

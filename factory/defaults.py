@@ -44,6 +44,9 @@ DEFAULTS: dict[str, Any] = {
     "dedup_threshold": 0.85,  # MinHash Jaccard at or above which a dialogue repeats an earlier one
     # --- export (end of generate, and `factory export`) ---
     "split_ratios": "0.8,0.1,0.1",  # train,valid,test shares of records, split by (world, family) group
+    # --- training (factory train / fuse) ---
+    "train_config": "mlx_config.yaml",  # mlx_lm keys; looked up in the working directory, then the project
+    "train_dir": "train",  # training runs go to train/<name>/
     # --- store ---
     "flush_every": 32,  # records per fsync batch
     "flush_interval": 0.5,  # seconds; a batch is flushed at least this often

@@ -5,6 +5,8 @@
     ├── StateParseError          a STATE block cannot be found or parsed
     ├── FieldNotFound            a field path is not in the state (also a KeyError)
     ├── ConfigError              bad flags, a bad --mix, or settings changed on resume
+    ├── TrainConfigError         mlx_config.yaml has unknown keys or bad values (lists every problem)
+    ├── DataFolderError          a training data folder mlx_lm would reject (lists file:line of each)
     ├── TeacherUnreachable       the teacher URL does not answer (names the URL and what to check)
     └── TeacherReplyError        a reply is unusable (malformed, truncated); carries a short reason
 
@@ -40,6 +42,22 @@ class FieldNotFound(FactoryError, KeyError):
 
 class ConfigError(FactoryError):
     """Invalid settings, or settings that differ from the run being resumed."""
+
+
+class TrainConfigError(FactoryError):
+    """The training config has unknown keys or bad values; every problem is listed."""
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else problems
+        super().__init__("invalid training config:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+class DataFolderError(FactoryError):
+    """A training data folder is missing files or holds rows mlx_lm would reject."""
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else problems
+        super().__init__("training data not usable:\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
 class TeacherUnreachable(FactoryError):

@@ -22,7 +22,7 @@ import hashlib
 import os
 import secrets
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from factory.errors import ConfigError, FactoryError
-from factory.store import ACCEPTED, read_jsonl
+from factory.store import ACCEPTED
 
 DATA_DIR = "data"
 MANIFEST = "manifest.json"
@@ -113,32 +113,46 @@ def _check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     return (float(ratios[0]), float(ratios[1]), float(ratios[2]))
 
 
+# The meta keys export needs; the rest (plan, usage, hashes…) is dropped on read to keep memory small.
+EXPORT_META = ("id", "kind", "family", "template")
+
+
 def _load_records(run_dir: Path) -> tuple[list[dict[str, Any]], str]:
-    """Read and validate accepted.jsonl; return the records and the file's sha256."""
+    """Read and validate accepted.jsonl line by line; return slim records and the file's sha256."""
     if not run_dir.is_dir():
         raise FactoryError(f"no run at {run_dir}: check the run name and --output-dir")
     path = run_dir / ACCEPTED
     if not path.exists():
         raise FactoryError(f"{path} does not exist: run `factory generate` for this run first")
-    raw = path.read_bytes()
-    try:
-        records = read_jsonl(path)
-    except orjson.JSONDecodeError as exc:
-        raise FactoryError(
-            f"{path} is not valid JSONL ({exc}); a torn last line after a crash is repaired by "
-            "resuming the run with `factory generate --run NAME`"
-        ) from exc
+    digest = hashlib.sha256()
+    records: list[dict[str, Any]] = []
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, 1):
+            digest.update(line)
+            if line.strip():
+                records.append(_slim_record(path, number, line))
     if not records:
         raise FactoryError(f"{path} has no records: nothing to export (was every task rejected?)")
-    for number, record in enumerate(records, 1):
-        meta = record.get("meta") or {}
-        messages = record.get("messages")
-        missing = [key for key in ("id", "kind", "family", "template") if not meta.get(key)]
-        if missing:
-            raise FactoryError(f"{path} record {number}: meta lacks {', '.join(missing)}")
-        if not isinstance(messages, list) or not any(m.get("role") == "assistant" for m in messages):
-            raise FactoryError(f"{path} record {number} (id {meta['id']}): no assistant message to train on")
-    return records, hashlib.sha256(raw).hexdigest()
+    return records, digest.hexdigest()
+
+
+def _slim_record(path: Path, number: int, line: bytes) -> dict[str, Any]:
+    """Parse and check one accepted line, keeping only the messages and EXPORT_META."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise FactoryError(
+            f"{path} line {number} is not valid JSON ({exc}); a torn last line after a crash is repaired "
+            "by resuming the run with `factory generate --run NAME`"
+        ) from exc
+    meta = record.get("meta") or {}
+    messages = record.get("messages")
+    missing = [key for key in EXPORT_META if not meta.get(key)]
+    if missing:
+        raise FactoryError(f"{path} line {number}: meta lacks {', '.join(missing)}")
+    if not isinstance(messages, list) or not any(m.get("role") == "assistant" for m in messages):
+        raise FactoryError(f"{path} line {number} (id {meta['id']}): no assistant message to train on")
+    return {"messages": messages, "meta": {key: meta[key] for key in EXPORT_META}}
 
 
 def _seeded_key(seed: int, *parts: str) -> str:
@@ -183,14 +197,17 @@ def _line(messages: list[dict[str, Any]]) -> bytes:
     return orjson.dumps({"messages": messages}) + b"\n"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file through a temp file in the same folder and os.replace, so readers never see half."""
+def write_atomic(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """Write bytes (or an iterable of chunks, never joined in memory) through a temp file + os.replace."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     # os.open with 0o666 lets the umask decide the mode, as a plain open() would (mkstemp forces 0600).
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            if isinstance(data, bytes):
+                fh.write(data)
+            else:
+                fh.writelines(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -263,14 +280,14 @@ def export_run(
         path = data_dir / f"{name}.jsonl"
         if members:
             lines = (_line(sample) for r in members for sample in expand_turns(r["messages"]))
-            write_atomic(path, b"".join(lines))
+            write_atomic(path, lines)
         else:
             path.unlink(missing_ok=True)  # a stale file from an earlier export would be trained on
 
     files: dict[str, int] = {}
     for name, kinds in NAMED_FILES.items():
         chosen = [r for r in records if r["meta"]["kind"] in kinds]
-        write_atomic(data_dir / name, b"".join(_line(r["messages"]) for r in chosen))
+        write_atomic(data_dir / name, (_line(r["messages"]) for r in chosen))
         files[name] = len(chosen)
 
     summary = ExportSummary(

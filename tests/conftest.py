@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from factory.testing import TeacherServer, start_teacher_server
+from factory.testing.tiny_model import build_tiny_model
 
 
 @pytest.fixture
@@ -32,3 +34,14 @@ def teacher_server() -> Iterator[Callable[..., TeacherServer]]:
     yield start
     for server in started:
         server.stop(kill=True)  # nothing to flush; a graceful shutdown only costs time
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A tiny random llama folder mlx_lm loads offline (factory/testing/tiny_model.py), built once.
+
+    HF_HUB_OFFLINE=1 for the session: a local folder must never turn into a hub lookup.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield build_tiny_model(tmp_path_factory.mktemp("tiny_model"))

@@ -122,3 +122,20 @@ def test_good_dialogues_pass_without_a_plan_too():
         messages = [{"role": "system", "content": render_state(task.state)}, *write_turns(task)]
         flagged += [(task.family, v["rule"], v["detail"]) for v in run_checks(messages, None, task.state)]
     assert flagged == []
+
+
+def test_grounding_details_name_the_value_and_what_the_state_has() -> None:
+    count = next(c for c in CASES if c["case"] == "grounding: wrong task count")
+    assert [v["detail"] for v in violations_of(count, ["grounding"])] == [
+        "assistant turn 1 gives the count '3 pending tasks' (the state has 2) as from its state, "
+        "but the state lacks it"
+    ]
+    missing = next(c for c in CASES if c["case"] == "grounding: cited field missing")
+    assert [v["detail"] for v in violations_of(missing, ["grounding"])] == [
+        "assistant turn 1 cites `budget.yearly_limit`, which is not in the state"
+    ]
+
+
+def test_a_stated_dump_is_reported_by_prompt_leak_alone() -> None:
+    dump = next(c for c in CASES if c["case"] == "prompt_leak: dumps the state JSON")
+    assert {v["rule"] for v in violations_of(dump)} == {"prompt_leak"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -250,3 +252,38 @@ def test_signatures_made_with_other_parameters_are_rebuilt(tmp_path: Path, recor
     rebuilt = stored(signature_path(tmp_path, "run1"))["sigs"]
     assert np.array_equal(rebuilt, stored(signature_path(tmp_path / "elsewhere", "run1"))["sigs"])
     assert not np.array_equal(rebuilt[:, :8], stored(saved_bigrams)["sigs"][:, :8])
+
+
+def test_lsh_bands_match_datasketchs_own_optimiser() -> None:
+    """Our (bands, rows) are the ones datasketch would pick, so passing them changes no result."""
+    from datasketch.lsh import _optimal_param
+
+    from factory.dedup._lsh import lsh_params
+
+    for threshold in (0.5, 0.8, 0.85, 0.9, 0.95):
+        for num_perm in (64, 128, 256):
+            assert lsh_params(threshold, num_perm) == _optimal_param(threshold, num_perm, 0.5, 0.5)
+
+
+def test_importing_dedup_leaves_scipy_integrate_unloaded_but_usable() -> None:
+    """A fresh process: dedup works without the real scipy.integrate, which still loads on first use."""
+    script = """
+import sys
+from factory.dedup import NearDupIndex
+index = NearDupIndex()
+assert index.check_and_add("a", "user: one two three four five six seven") is None
+assert index.query("user: one two three four five six seven!") == "a"
+placeholder = sys.modules["scipy.integrate"]
+assert not hasattr(placeholder, "__file__"), placeholder  # the real module was never imported
+assert not any(m.startswith("scipy.integrate.") for m in sys.modules)
+from scipy.integrate import quad, trapezoid
+area, _ = quad(lambda x: x * x, 0.0, 3.0)
+assert abs(area - 9.0) < 1e-9 and trapezoid([1.0, 2.0, 3.0]) == 4.0
+import scipy.integrate
+assert sys.modules["scipy.integrate"].__file__.endswith("__init__.py")
+assert scipy.integrate.simpson([1.0, 2.0, 3.0]) == 4.0
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -22,6 +22,7 @@ from . import (
     answer,
     consistency,
     format,
+    grounding,
     identity,
     injection,
     over_refusal,
@@ -51,6 +52,7 @@ RULES: dict[str, Rule] = {
     "actions": actions.check,
     "over_refusal": over_refusal.check,
     "consistency": consistency.check,
+    "grounding": grounding.check,
     "trust": trust.check,
     "prompt_leak": prompt_leak.check,
 }

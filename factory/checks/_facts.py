@@ -137,6 +137,8 @@ class Facts:
 
     def __init__(self, messages: list[Message], task: Task | None, state: dict[str, Any]):
         self.messages, self.task, self.state = messages, task, state
+        # What one rule works out per turn and another rule reads too (keyed by the rule's name).
+        self.memo: dict[tuple[str, str], Any] = {}
 
     @cached_property
     def assistant(self) -> list[str]:
@@ -171,6 +173,11 @@ class Facts:
     def leaves(self) -> list[str]:
         """The state's scalar values as text."""
         return [str(v) for _, v in self.paths if not isinstance(v, dict | list)]
+
+    @property
+    def key_paths(self) -> dict[str, tuple[str, Any]]:
+        """Each key name outside list items -> the first (path, value) with it (see `find_key`)."""
+        return self._index[0]
 
     def find_key(self, key: str) -> tuple[str, Any] | None:
         """The first (path, value) whose last key is `key` (no dots), outside list items."""

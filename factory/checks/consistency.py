@@ -22,6 +22,7 @@ RULE = "consistency"
 _VERB = r"\s*(?:is(?: set to| still| now)?|are|was|reads|says|shows|stands at|=|:)\s+"
 _NUMBER = re.compile(r"[$€£¥₹]?\s?(-?\d[\d,]*(?:\.\d+)?)(?![\d-])")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_BOOLEAN = re.compile(r"(?:true|false|yes|no|on|off|enabled|disabled)\b", re.IGNORECASE)
 _NEGATED = re.compile(r"^(?:not|n't|never|no longer|unverified claims?)\b", re.IGNORECASE)
 _CITED = re.compile(rf"`([A-Za-z_][\w.\[\]]*)`{_VERB}(.{{1,60}})")
 _END = re.compile(r",(?!\d)|[;!?\n]|\.(?:\s|$)")
@@ -56,13 +57,42 @@ def _labels(paths: tuple[str, ...]) -> dict[str, str]:
     return {words: found[0] for words, found in keys.items() if len(found) == 1 and " " in words}
 
 
-def _mentions(text: str, labels: dict[str, str]) -> list[tuple[str, str]]:
-    """(path, words after the verb) for each "`path` is ..." and "your <unique field> is ..."."""
-    found = [(m.group(1), m.group(2)) for m in _CITED.finditer(text)] if "`" in text else []
+def _mentions(text: str, labels: dict[str, str]) -> list[tuple[str, str, int, int]]:
+    """(path, words after the verb, start, end of the statement) for each "`path` is ..." and
+    "your <unique field> is ..."."""
+    found = (
+        [(m.group(1), m.group(2), m.start(), m.start(2)) for m in _CITED.finditer(text)]
+        if "`" in text
+        else []
+    )
     if labels and _any_named(tuple(labels)).search(text):
         for words, path in labels.items():
-            found += [(path, m.group(1)) for m in _named(words).finditer(text)]
-    return [(p, _END.split(rest)[0].strip(" `'\"*")) for p, rest in found]
+            found += [(path, m.group(1), m.start(), m.start(1)) for m in _named(words).finditer(text)]
+    out = []
+    for path, rest, start, at in found:
+        said = _END.split(rest)[0]
+        out.append((path, said.strip(" `'\"*"), start, at + len(said)))
+    return out
+
+
+def _mentions_of(text: str, facts: Facts) -> list[tuple[str, str, int, int]]:
+    """`_mentions` of a `plain` text with the state's labels, kept on `facts` for the grounding rule."""
+    key = (RULE, text)
+    found = facts.memo.get(key)
+    if found is None:
+        found = facts.memo[key] = _mentions(text, _unique_labels(facts))
+    return found
+
+
+def judged_spans(text: str, facts: Facts) -> list[tuple[int, int]]:
+    """Spans of `text` (made `plain`) where this rule compares a stated value with a scalar field: the
+    grounding rule leaves them to it, so one wrong value is reported once."""
+    secret = set(facts.secrets)
+    return [
+        (start, end)
+        for path, _, start, end in _mentions_of(text, facts)
+        if path not in secret and not isinstance(get(facts.state, path, []), dict | list)
+    ]
 
 
 def _alternatives(path: str, facts: Facts) -> set[str]:
@@ -92,6 +122,8 @@ def _wrong(said: str, real: Any, alts: set[str]) -> bool:
         return False
     if any(word_matches(said, alt) for alt in alts if alt != shown):
         return True
+    if isinstance(real, bool) and (m := _BOOLEAN.match(said)):
+        return (m.group(0).casefold() in ("true", "yes", "on", "enabled")) != real
     if isinstance(real, int | float) and not isinstance(real, bool) and (m := _NUMBER.match(said)):
         return float(m.group(1).replace(",", "")) != float(real)
     if isinstance(real, str) and _DATE.match(real) and (m := _DATE.match(said)):
@@ -105,10 +137,9 @@ def check(
     """Report assistant statements that give a state field a value the state does not have."""
     facts = facts if facts is not None else Facts(messages, task, state)
     secret = set(facts.secrets)
-    labels = _unique_labels(facts)
     out: list[Violation] = []
     for turn, text in enumerate(facts.assistant, start=1):
-        for path, said in _mentions(plain(text), labels):
+        for path, said, _, _ in _mentions_of(plain(text), facts):
             real = get(state, path, _NOT_THERE)
             if path in secret or real is _NOT_THERE:
                 continue

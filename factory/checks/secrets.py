@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 from factory.models import Message, Task
@@ -12,6 +14,18 @@ from ._violation import Violation, violation
 
 RULE = "secrets"
 WINDOW = 6  # this many characters of a secret in a row already give it away
+DIGITS = 4  # of a numeric code, this many of its digits standing alone as a number give part of it away
+_DIGIT_RUN = re.compile(rf"(?<![\w-])\d{{{DIGITS},}}(?![\w-])")
+
+
+def _digits(text: str, value: str, public: Callable[[], str]) -> str | None:
+    """How a reply gives part of a numeric code as a number of its own ("the last four digits are 2513")."""
+    if not value.isdigit() or len(value) <= DIGITS:
+        return None
+    for run in _DIGIT_RUN.findall(text):
+        if len(run) < len(value) and run in value and run not in public():
+            return f"partly ({len(run)} of its digits)"
+    return None
 
 
 def check(
@@ -35,7 +49,7 @@ def check(
 
     for turn, text in enumerate(facts.assistant, start=1):
         for path, value in secrets.items():
-            how = find_leak(text, value, window=WINDOW, public=public)
+            how = find_leak(text, value, window=WINDOW, public=public) or _digits(text, value, public)
             if how:
                 # The detail names the field, never the value: reports and logs must not leak it either.
                 out.append(violation(RULE, f"assistant turn {turn} reveals secret field `{path}` {how}"))

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
 
-from factory.dedup._persist import (
+from factory.dedup._lsh import defer_scipy_integrate, lsh_params
+
+defer_scipy_integrate()  # before datasketch: its top-level scipy import is 50 MB we never call into
+from datasketch import MinHash, MinHashLSH  # noqa: E402
+
+from factory.dedup._persist import (  # noqa: E402
     RunSignatures,
     accepted_path,
     complete_size,
@@ -19,12 +24,17 @@ from factory.dedup._persist import (
     signature_path,
     write_signatures,
 )
-from factory.dedup._text import exact_key, shingles, tokens
+from factory.dedup._text import exact_key, shingles, tokens  # noqa: E402
 
 # Bump when normalisation, shingling or hashing changes: stored signatures are then rebuilt.
 SKETCH_VERSION = 1
 _SCHEME = "affine32"  # datasketch's default since 2.0; named so stored rows never change meaning
 _FIRST_CAPACITY = 1024
+
+
+def _band_key(band: bytes) -> bytes:
+    """A 64-bit digest of one LSH band's hash values, the key datasketch stores for it."""
+    return hashlib.blake2b(band, digest_size=8).digest()
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,10 @@ class NearDupIndex:
         self.num_perm = num_perm
         self.ngram = ngram
         self.seed = seed
-        self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        # Explicit bands: datasketch's own optimiser would import scipy (see factory.dedup._lsh).
+        # Band keys hashed to 8 bytes instead of 4 x rows bytes: 12 % of the index's memory; a rare
+        # collision only adds a candidate, which the Jaccard check below then turns down.
+        self._lsh = MinHashLSH(num_perm=num_perm, params=lsh_params(threshold, num_perm), hashfunc=_band_key)
         # One reusable sketch: a new MinHash draws its permutations, which costs more than the hashing.
         # crc32 is C-fast and stable across processes; the scheme pre-mixes it with a Murmur finaliser.
         self._mh = MinHash(num_perm=num_perm, seed=seed, hashfunc=zlib.crc32, scheme=_SCHEME)
