@@ -11,6 +11,7 @@
 #   ITERS=...        training iterations (default: mlx_config.yaml's `iters`)
 #   CONFIG=...       training config (default: mlx_config.yaml)
 #   VENV=.venv       the virtual environment to create or reuse
+#   OVERWRITE=1      retrain a RUN that already has adapters (otherwise the script stops there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +27,7 @@ fi
 if [ ! -f "output/$RUN/data/train.jsonl" ]; then
   "$VENV/bin/factory" generate --run "$RUN" --n "${N:-2000}" --teacher "${TEACHER:-builtin}"
 fi
-"$VENV/bin/factory" train --run "$RUN" --name "$RUN" ${CONFIG:+--config "$CONFIG"} ${MODEL:+--model "$MODEL"} ${ITERS:+--iters "$ITERS"}
+"$VENV/bin/factory" train --run "$RUN" --name "$RUN" ${CONFIG:+--config "$CONFIG"} ${MODEL:+--model "$MODEL"} ${ITERS:+--iters "$ITERS"} ${OVERWRITE:+--overwrite}
 "$VENV/bin/factory" fuse --adapter-path "train/$RUN"
 
 echo

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,8 @@ def main(args: argparse.Namespace) -> int:
     adapters = Path(config["adapter_path"]) / "adapters.safetensors"
     if adapters.exists() and not args.overwrite:
         raise ConfigError(f"{adapters} exists; choose another --name or pass --overwrite")
+    if args.overwrite:
+        _clear_previous(out_dir, Path(config["adapter_path"]))
 
     from factory.train.environment import blas_warning
     from factory.train.runner import SUMMARY_FILE, run_training
@@ -95,6 +98,17 @@ def main(args: argparse.Namespace) -> int:
     (out_dir / SUMMARY_FILE).write_bytes(orjson.dumps(result.summary(), option=orjson.OPT_INDENT_2))
     _print_summary(console, config, result)
     return 0
+
+
+def _clear_previous(out_dir: Path, adapter_dir: Path) -> None:
+    """Remove what an earlier run wrote (adapters, checkpoints, logs, fused model), nothing else."""
+    from factory.train.runner import CONFIG_FILE, METRICS_FILE, PLOT_FILE, SUMMARY_FILE
+
+    stale = [*adapter_dir.glob("*adapters.safetensors"), adapter_dir / "adapter_config.json"]
+    stale += [out_dir / name for name in (CONFIG_FILE, METRICS_FILE, PLOT_FILE, SUMMARY_FILE)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    shutil.rmtree(out_dir / "fused", ignore_errors=True)  # a fused model of the old adapters would mislead
 
 
 def _console() -> Any:

@@ -197,10 +197,22 @@ def build_tiny_model(
     return path
 
 
-def main() -> None:
-    """Print each preset's parameter count: `python -m factory.testing.tiny_model`."""
-    for name, shape in PRESETS.items():
-        print(f"{name}: {parameter_count(**shape):,} parameters ({shape})")
+def main(argv: list[str] | None = None) -> None:
+    """`python -m factory.testing.tiny_model [PATH] [--preset NAME]`: build a model, or list the presets."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Build a tiny random llama that mlx_lm loads offline.")
+    parser.add_argument("path", nargs="?", help="folder to write (omit to list the presets)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.path is None:
+        for name, shape in PRESETS.items():
+            print(f"{name}: {parameter_count(**shape):,} parameters ({shape})")
+        return
+    shape = PRESETS[args.preset]
+    build_tiny_model(Path(args.path), seed=args.seed, **shape)
+    print(f"{args.preset} model ({parameter_count(**shape):,} parameters) written to {args.path}")
 
 
 if __name__ == "__main__":

@@ -92,7 +92,6 @@ def run_training(config: dict[str, Any], out_dir: Path) -> TrainResult:
     folder and its `adapter_path` where adapters go (normally `out_dir`).
     """
     console = make_console()  # mlx_lm's console: our bar nests with its own instead of fighting it
-    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
     tokenizer = load_tokenizer(config["model"])
@@ -105,6 +104,7 @@ def run_training(config: dict[str, Any], out_dir: Path) -> TrainResult:
     )
     report.render(console)
 
+    out_dir.mkdir(parents=True, exist_ok=True)  # after preflight: a refused folder leaves no train/<name>/
     (out_dir / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
     np.random.seed(config["seed"])  # mlx_lm's run() seeds numpy too: batch order follows it
     model, tokenizer = load(config["model"])
