@@ -296,13 +296,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 lets the OS choose")
     parser.add_argument("--config", default="{}", help="fault config as JSON (see FaultConfig)")
     args = parser.parse_args(argv)
-    app = create_app(FaultConfig.from_dict(orjson.loads(args.config)))
+    serve(create_app(FaultConfig.from_dict(orjson.loads(args.config))), args.host, args.port)
+
+
+def serve(app: Starlette, host: str, port: int) -> None:
+    """Serve `app` with uvicorn until terminated; print READY <port> once listening."""
     # IPPROTO_TCP explicitly: asyncio only turns Nagle off (TCP_NODELAY) for sockets that say so,
     # and with Nagle on every reply waits ~40 ms for a delayed ACK.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     # A restarted server must get the same port back while old connections sit in TIME_WAIT.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
+    sock.bind((host, port))
     sock.listen(2048)  # connections made before uvicorn starts wait in the backlog
     logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
     config = uvicorn.Config(
