@@ -16,6 +16,8 @@ COMMANDS = {
     "check": "factory.commands.check",
     "train": "factory.commands.train",
     "fuse": "factory.commands.fuse",
+    "suite": "factory.commands.suite",
+    "eval": "factory.commands.eval",
 }
 
 

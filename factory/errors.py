@@ -7,6 +7,7 @@
     ├── ConfigError              bad flags, a bad --mix, or settings changed on resume
     ├── TrainConfigError         mlx_config.yaml has unknown keys or bad values (lists every problem)
     ├── DataFolderError          a training data folder mlx_lm would reject (lists file:line of each)
+    ├── SuiteError               an eval suite cannot be built or read (names the file and line)
     ├── TeacherUnreachable       the teacher URL does not answer (names the URL and what to check)
     └── TeacherReplyError        a reply is unusable (malformed, truncated); carries a short reason
 
@@ -58,6 +59,10 @@ class DataFolderError(FactoryError):
     def __init__(self, problems: str | list[str]):
         self.problems = [problems] if isinstance(problems, str) else problems
         super().__init__("training data not usable:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+class SuiteError(FactoryError):
+    """An eval suite cannot be built from a run, or a suite file is unreadable (file:line)."""
 
 
 class TeacherUnreachable(FactoryError):

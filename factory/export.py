@@ -7,13 +7,16 @@ Files written (each line exactly {"messages": [...]}, so no meta reaches trainin
                                            benign turns teach the model not to over-refuse)
     aios_finetune_adversarial.jsonl        full dialogues of kind adversarial
     aios_combined.jsonl                    every full dialogue
-    manifest.json                          counts, the group assignment, ratios, seed, source hash
+    manifest.json                          counts, the group assignment, ratios, seed, source hash, holdout
 
 The split is by group = (world, family): every record of a group lands in one split, so a test
 sample never shares its world and attack family with a training sample. A dialogue with k assistant
 turns becomes k samples (its prefixes ending at each assistant turn) because `mlx_lm.lora
 --mask-prompt` trains only the last message. An empty split gets no file: mlx_lm reads a missing
 file as an empty split with a clear message, but crashes on an empty one.
+
+A holdout (`families=a,b;worlds=w`) sends every group whose world or family it names to test; the
+other groups split by the ratios as before, so train and valid never see a held-out world or family.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 import orjson
 
 from factory.errors import ConfigError, FactoryError
+from factory.holdout import HOLDOUT_KEYS, Holdout
 from factory.store import ACCEPTED
 
 DATA_DIR = "data"
@@ -73,6 +77,9 @@ class ExportSummary:
     files: dict[str, int]  # named file -> dialogues in it
     assignment: dict[Group, str]  # (world, family) -> split
     warnings: list[str] = field(default_factory=list)
+    holdout: Holdout | None = None
+    held_groups: int = 0
+    held_records: int = 0
 
     def manifest(self) -> dict[str, Any]:
         """The manifest.json contents; no paths or clock, so a re-export gives identical bytes."""
@@ -90,6 +97,15 @@ class ExportSummary:
                 for (world, family), split in sorted(self.assignment.items())
             ],
             "warnings": self.warnings,
+            "holdout": None
+            if self.holdout is None
+            else {
+                "families": list(self.holdout.families),
+                "worlds": list(self.holdout.worlds),
+                "split": "test",
+                "groups": self.held_groups,
+                "records": self.held_records,
+            },
         }
 
 
@@ -248,11 +264,43 @@ def _warnings(splits: dict[str, SplitCounts], min_rows: int) -> list[str]:
     return notes
 
 
+def _assign(
+    by_group: dict[Group, list[dict[str, Any]]],
+    ratios: tuple[float, float, float],
+    seed: int,
+    holdout: Holdout | None,
+    run_dir: Path,
+) -> dict[Group, str]:
+    """Held-out groups to test; the others by assign_groups, as without a holdout."""
+    sizes = {g: len(rs) for g, rs in by_group.items() if not (holdout and holdout.holds(g))}
+    if holdout and not sizes:
+        raise ConfigError(
+            f"--holdout {holdout.text()!r} holds every (world, family) group of {run_dir}: nothing is left "
+            "to train on; hold out fewer families or worlds"
+        )
+    assignment = assign_groups(sizes, ratios, seed)
+    assignment |= {g: "test" for g in by_group if g not in sizes}
+    return assignment
+
+
+def _holdout_warnings(holdout: Holdout | None, by_group: dict[Group, list[dict[str, Any]]]) -> list[str]:
+    if holdout is None:
+        return []
+    seen = {"worlds": {w for w, _ in by_group}, "families": {f for _, f in by_group}}
+    return [
+        f"held-out {key[:-1] if key == 'worlds' else 'family'} {name} has no record in this run"
+        for key in HOLDOUT_KEYS
+        for name in getattr(holdout, key)
+        if name not in seen[key]
+    ]
+
+
 def export_run(
     run_dir: Path,
     ratios: Sequence[float] = (0.8, 0.1, 0.1),
     seed: int = 0,
     min_rows: int = MLX_DEFAULT_BATCH_SIZE,
+    holdout: Holdout | None = None,
 ) -> ExportSummary:
     """Export run_dir/accepted.jsonl to run_dir/data/ (splits, named files, manifest); see the module doc."""
     shares = _check_ratios(ratios)
@@ -264,7 +312,7 @@ def export_run(
     by_group: dict[Group, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         by_group[(record["meta"]["template"], record["meta"]["family"])].append(record)
-    assignment = assign_groups({g: len(rs) for g, rs in by_group.items()}, shares, seed)
+    assignment = _assign(by_group, shares, seed, holdout, run_dir)
 
     split_records: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
     for record in records:
@@ -299,7 +347,10 @@ def export_run(
         splits=splits,
         files=files,
         assignment=assignment,
-        warnings=_warnings(splits, min_rows),
+        warnings=_warnings(splits, min_rows) + _holdout_warnings(holdout, by_group),
+        holdout=holdout,
+        held_groups=sum(1 for g in by_group if holdout and holdout.holds(g)),
+        held_records=sum(len(rs) for g, rs in by_group.items() if holdout and holdout.holds(g)),
     )
     write_atomic(data_dir / MANIFEST, orjson.dumps(summary.manifest(), option=orjson.OPT_INDENT_2) + b"\n")
     return summary

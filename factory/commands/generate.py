@@ -15,12 +15,13 @@ from rich.console import Console
 
 from factory import __version__
 from factory.commands.common import add_teacher_arguments, settings_from_args
-from factory.commands.export import print_export
+from factory.commands.export import add_holdout_argument, print_export
 from factory.dedup import NearDupIndex
 from factory.defaults import DEFAULTS
 from factory.export import export_run, parse_ratios
 from factory.generate import Runner, RunStats
-from factory.plan import iter_tasks, parse_mix
+from factory.holdout import parse_holdout
+from factory.plan import families, iter_tasks, parse_mix
 from factory.progress import show_progress, summary_table
 from factory.prompts import prompt_hashes
 from factory.report import write_report
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--split-ratios", help=f"train,valid,test shares (default {DEFAULTS['split_ratios']})"
     )
+    add_holdout_argument(parser, "default: none; kept in run.json, so a resumed run exports the same way")
     add_teacher_arguments(parser)
 
 
@@ -71,6 +73,8 @@ def run_config(settings: dict[str, Any], model: str) -> dict[str, Any]:
 async def _generate(settings: dict[str, Any], run_name: str, console: Console) -> tuple[RunStats, Path]:
     worlds = load_worlds(settings["seeds_dir"])
     mix = parse_mix(settings["mix"])
+    # Checked before any request, so a misspelt name does not surface only after the whole run.
+    holdout = parse_holdout(settings["holdout"], families(), [world.name for world in worlds])
     teacher = make_teacher(settings)
     try:
         model = teacher.model
@@ -95,7 +99,8 @@ async def _generate(settings: dict[str, Any], run_name: str, console: Console) -
             tg.cancel_scope.cancel()
         report = write_report(run.path, stats)
         if report["accepted"] and not stats.interrupted:
-            summary = export_run(run.path, parse_ratios(settings["split_ratios"]), seed=run.config["seed"])
+            ratios = parse_ratios(settings["split_ratios"])
+            summary = export_run(run.path, ratios, seed=run.config["seed"], holdout=holdout)
             print_export(summary, console)
         return stats, run.path
     finally:
