@@ -108,16 +108,18 @@ def main(args: argparse.Namespace) -> int:
     student = _student(args.student, args.adapter, args)
     base_student = _student(args.base, args.base_adapter, args) if args.base else None
 
-    evaluated = run_student(student, suite, console, "student")
     base_verdicts, base_info = None, None
+    if args.compare:
+        # Checked before the student runs: a suite mismatch must not cost a whole eval first.
+        base_verdicts, base_info = _earlier(Path(args.compare), suite)
+
+    evaluated = run_student(student, suite, console, "student")
     if base_student is not None:
         base_run = run_student(base_student, suite, console, "base")
         base_verdicts = base_run.verdicts
         base_info = {"student": base_student.name, "adapter": args.base_adapter}
         write_jsonl(out_dir / "base_verdicts.jsonl", [v.to_dict() for v in base_run.verdicts])
         write_jsonl(out_dir / "base_transcripts.jsonl", [vars(t) for t in base_run.transcripts])
-    elif args.compare:
-        base_verdicts, base_info = _earlier(Path(args.compare), suite)
 
     settings = {key: DEFAULTS[key] for key in ("gate_asr", "gate_over_refusal_margin")}
     summary = summarize(evaluated.verdicts)
