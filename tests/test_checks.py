@@ -139,3 +139,13 @@ def test_grounding_details_name_the_value_and_what_the_state_has() -> None:
 def test_a_stated_dump_is_reported_by_prompt_leak_alone() -> None:
     dump = next(c for c in CASES if c["case"] == "prompt_leak: dumps the state JSON")
     assert {v["rule"] for v in violations_of(dump)} == {"prompt_leak"}
+
+
+def test_run_checks_keeps_nothing_of_a_dialogue_once_it_returns() -> None:
+    """A long run checks thousands of replies that never come back: their caches must not pile up."""
+    from factory.checks import _memo
+
+    for case in CASES[:20]:
+        violations_of(case)
+        assert all(cached.cache_info().currsize == 0 for cached in _memo._CACHES)
+    assert _memo._CACHES, "the per-dialogue caches are registered"

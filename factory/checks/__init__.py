@@ -31,6 +31,7 @@ from . import (
     trust,
 )
 from ._facts import Facts
+from ._memo import forget
 from ._violation import Violation
 
 
@@ -79,6 +80,9 @@ def run_checks(
     """Run the named rules (all by default) and return every violation, in rule order."""
     facts = Facts(messages, task, state)
     found: list[Violation] = []
-    for name in select_rules(rules):
-        found += RULES[name](messages, task, state, facts)
+    try:
+        for name in select_rules(rules):
+            found += RULES[name](messages, task, state, facts)
+    finally:
+        forget()  # this dialogue's texts and values are not seen again: drop their derived forms
     return found

@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from ._memo import per_dialogue
+
 try:  # the characters re's IGNORECASE matches alike beyond simple lowercase ("s" and "ſ", "i" and "ı")
     from re._casefix import _EXTRA_CASES
 except ImportError:  # pragma: no cover - another Python; `Word` then falls back to the pattern
     _EXTRA_CASES = None
 
-# Large enough for every text and value of a run's recent dialogues; bounded so a long run's memory is too.
-TEXT_CACHE = 4096
 # The one-character classes of word_pattern's boundaries, compiled with its flags.
 _DIGIT = re.compile(r"\d", re.IGNORECASE)
 _ALNUM = re.compile(r"[A-Za-z0-9_]", re.IGNORECASE)
@@ -52,7 +52,7 @@ def fold(text: str) -> str:
     return text.replace("İ", "i").lower().translate(_FOLD or {})
 
 
-@lru_cache(maxsize=TEXT_CACHE)
+@per_dialogue
 def folded(text: str) -> str:
     """`fold(text)`, cached: a reply is folded once for all the values looked for in it."""
     return fold(text)
@@ -120,7 +120,7 @@ class Word:
         return self._at(text, folded_text, 0)
 
 
-@lru_cache(maxsize=TEXT_CACHE)
+@per_dialogue
 def _literal(value: str) -> str | re.Pattern[str]:
     """What `has_literal` looks for: the folded value, or without the fold table its pattern."""
     return fold(value) if _FOLD is not None else re.compile(re.escape(value), re.IGNORECASE)
@@ -134,7 +134,7 @@ def has_literal(text: str, value: str) -> bool:
     return literal.search(text) is not None
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=256)  # the same name lists (personas, the lexicon's foreign names) every dialogue
 def _literals(values: tuple[str, ...]) -> tuple[str | re.Pattern[str], ...]:
     return tuple(_literal(v) for v in values)
 
@@ -149,7 +149,7 @@ def present(text: str, values: tuple[str, ...]) -> list[str]:
     ]
 
 
-@lru_cache(maxsize=TEXT_CACHE)
+@per_dialogue
 def word(value: str) -> Word:
     """The (cached) `Word` for `value`."""
     return Word(value)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
+from re import _constants, _parser  # type: ignore[attr-defined]
 from typing import Any
 
 import orjson
@@ -18,7 +19,8 @@ import yaml
 
 from factory.models import Message
 
-from ._match import TEXT_CACHE, Word, folded, word
+from ._match import Word, fold, folded, word
+from ._memo import per_dialogue
 
 LEXICON_FILE = Path(__file__).with_name("lexicon.yaml")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+|;\s*")
@@ -29,6 +31,7 @@ _UTC = re.compile(r"\b(?:UTC|GMT|Zulu)\b")
 # Plain lexicon entries share one boundary test instead of one per entry (five times fewer steps per
 # character when nothing matches); the match, and so every verdict, is the same.
 _BEFORE, _AFTER = r"(?<![\w'])", r"(?![\w])"
+_LITERAL, _BRANCH = _constants.LITERAL, _constants.BRANCH
 
 
 @cache
@@ -88,9 +91,50 @@ def cue(name: str) -> re.Pattern[str]:
     return re.compile("|".join(branches), re.IGNORECASE | re.MULTILINE)
 
 
+def _literal_runs(items: Any) -> list[str] | None:
+    """The texts a match of these parsed items must hold (one of them): the longest run of literal
+    characters of the sequence, or of each alternative of a lone branch; None when there is none."""
+    if len(items) == 1 and items[0][0] is _BRANCH:
+        runs = [_literal_runs(alternative) for alternative in items[0][1][1]]
+        return None if any(r is None for r in runs) else [t for r in runs if r for t in r]
+    best, run = "", ""
+    for op, arg in items:
+        run = run + chr(arg) if op is _LITERAL else ""
+        best = max(best, run, key=len)
+    return [best] if best else None
+
+
+@cache
+def _needed(name: str) -> tuple[str, ...] | None:
+    """Folded texts one of which every match of `cue(name)` holds, or None when some entry has none.
+
+    A literal that re matches ignoring case folds (`_match.fold`) to the folded text it matched, so a
+    text whose fold holds none of these has no match: most replies are ruled out by a few `in` tests.
+    """
+    found: list[str] = []
+    for entry in lexicon()[name]:
+        runs = _literal_runs(_parser.parse(entry, re.IGNORECASE | re.MULTILINE))
+        if runs is None:
+            return None
+        found += [fold(r) for r in runs]
+    if any(not t.strip() or (len(t) < 3 and t.strip().isalnum()) for t in found):
+        return None  # a blank or a one-letter word ("i") is in every reply: the test would only cost
+    # A text that holds none of the shortest holds none of those that contain one of them.
+    return tuple(t for t in dict.fromkeys(found) if not any(o != t and o in t for o in found))
+
+
+def find_cue(text: str, name: str) -> re.Match[str] | None:
+    """The first match of the lexicon list `name` in `plain(text)`, as `cue(name).search` finds it."""
+    text = plain(text)
+    needed = _needed(name)
+    if needed is not None and not any(map(folded(text).__contains__, needed)):
+        return None
+    return cue(name).search(text)
+
+
 def has_cue(text: str, name: str) -> bool:
     """True when `text` holds any entry of the lexicon list `name`."""
-    return cue(name).search(plain(text)) is not None
+    return find_cue(text, name) is not None
 
 
 def plain(text: str) -> str:
@@ -113,19 +157,19 @@ def final_assistant(messages: list[Message]) -> str:
     return turns[-1] if turns else ""
 
 
-@lru_cache(maxsize=TEXT_CACHE)
+@per_dialogue
 def sentences(text: str) -> tuple[str, ...]:
     """Split text into sentences (and lines), dropping empty pieces."""
     return tuple(s.strip() for s in _SENTENCE_END.split(plain(text)) if s.strip())
 
 
-@lru_cache(maxsize=TEXT_CACHE)
+@per_dialogue
 def clauses(sentence: str) -> tuple[str, ...]:
     """Split a sentence at commas and contrast words, so "I can't X, but I'll Y" keeps Y apart."""
     return tuple(c.strip() for c in _CLAUSE_END.split(sentence) if c.strip())
 
 
-@lru_cache(maxsize=TEXT_CACHE)
+@per_dialogue
 def _mention_word(value: str) -> Word | None:
     """The `Word` that `mentions` looks for, or None for a blank value (never mentioned)."""
     value = value.strip()
@@ -176,7 +220,7 @@ def value_forms(value: Any) -> list[str]:
     return [json_text(value)]
 
 
-@lru_cache(maxsize=TEXT_CACHE)
+@per_dialogue
 def _datetime_forms(value: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     """An ISO date-time's day forms and clock forms ("2026-04-10", "April 10, 2026"; "13:00", "1:00 pm")."""
     if "T" not in value:

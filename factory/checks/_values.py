@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import calendar
 import re
-from functools import cached_property
 from typing import Any
 
 import orjson
 
 from ._facts import Facts
+from ._memo import lazy
 from ._text import lexicon
 
 MONTHS = {m.casefold(): i for i, m in enumerate(calendar.month_name) if m} | {
@@ -24,9 +24,11 @@ _ISO_DAY = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 _CLOCK = re.compile(r"(?<!\d)(\d{1,2}):(\d{2})(?!\d)")
 # Digits in a state string that are not part of a date or a clock: "Room 7", "olive oil 1 L", "09/29".
 # Dates and clocks are matched (and dropped: the group is empty) so their digits are not read as numbers.
+# Every match starts with a digit: the leading lookahead says so, and re then rejects the other
+# positions of the state's JSON in one step instead of trying each branch (four times faster).
 _NUMBER = re.compile(
-    r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2})?)?|\d{1,2}:\d{2}(?::\d{2})?"
-    r"|(?<![\d.])((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)"
+    r"(?=\d)(?:\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2})?)?|\d{1,2}:\d{2}(?::\d{2})?"
+    r"|(?<![\d.])((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?))"
 )
 
 
@@ -65,29 +67,32 @@ class Known:
         """Every (path, value) of the state."""
         return self.facts.paths
 
-    @cached_property
+    @lazy
     def json(self) -> str:
         """The state as JSON text: a day ("2026-03-04", "-03-04") or clock ("13:00") it holds is a
         substring of it, and the numbers are read off it in one pass."""
         return orjson.dumps(self.facts.state).decode()
 
-    @cached_property
+    @lazy
     def numbers(self) -> frozenset[float]:
         """The numbers the state holds: numeric leaves and numbers inside strings (dates and clocks left
         out), read off its JSON text in one pass."""
         found: set[float] = set()
-        for n in _NUMBER.findall(self.json):
-            if n:  # "1,240" in a string is 1240; in a JSON list [1,240] it is 1 and 240: keep all three
-                found |= {float(n.replace(",", "")), *(float(p) for p in n.split(",") if "," in n)}
+        for n in set(_NUMBER.findall(self.json)):  # each distinct text once: states repeat numbers
+            if "," in n:  # "1,240" in a string is 1240; in a JSON list [1,240], 1 and 240: keep all three
+                found.add(float(n.replace(",", "")))
+                found.update(map(float, n.split(",")))
+            elif n:
+                found.add(float(n))
         found |= {round(n * 100, 6) for n in found if 0 < n < 1}  # 0.35 said as "35%"
         return frozenset(found)
 
-    @cached_property
+    @lazy
     def sizes(self) -> frozenset[float]:
         """The size of every list in the state (a count a reply may give)."""
         return frozenset(float(len(v)) for _, v in self.paths if isinstance(v, list))
 
-    @cached_property
+    @lazy
     def lists(self) -> dict[str, list[int]]:
         """A list field's words ("pending tasks", and its last word "tasks") → the sizes of the lists so
         named, with any `<words>_count` number beside them."""

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import calendar
 import re
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Any
 
 from factory.models import Message, Task
 from factory.state import iter_paths
 
 from ._facts import Facts
+from ._memo import lazy
 from ._text import has_cue, label, plain
 from ._violation import Violation, short, violation
 
@@ -67,17 +68,17 @@ class _Leaves:
     def __init__(self, state: dict[str, Any], facts: Facts | None):
         self.state, self.facts = state, facts
 
-    @cached_property
+    @lazy
     def leaves(self) -> list[str]:
         if self.facts is not None:
             return self.facts.leaves
         return [str(v) for _, v in iter_paths(self.state) if not isinstance(v, dict | list)]
 
-    @cached_property
+    @lazy
     def numbers(self) -> list[float | None]:
         return [_number(leaf) for leaf in self.leaves]
 
-    @cached_property
+    @lazy
     def squeezed(self) -> list[str]:
         return [_squeeze(leaf) for leaf in self.leaves]
 

@@ -105,10 +105,12 @@ def _alternatives(path: str, facts: Facts) -> set[str]:
     alts |= {json_text(v) for p, v in facts.forged if p == path}
     template = _INDEX.sub("[*]", path)
     if template != path:
+        # The substitution changes only what is inside brackets: a path matches only if it ends the same.
+        tail = template[template.rindex("]") + 1 :]
         alts |= {
             json_text(v)
             for p, v in facts.paths
-            if _INDEX.sub("[*]", p) == template and not isinstance(v, dict | list)
+            if p.endswith(tail) and _INDEX.sub("[*]", p) == template and not isinstance(v, dict | list)
         }
     return alts
 

@@ -7,7 +7,7 @@ from typing import Any
 from factory.models import Message, Task
 
 from ._facts import Facts
-from ._text import cue, plain
+from ._text import find_cue, plain
 from ._violation import Violation, short, violation
 
 RULE = "format"
@@ -66,12 +66,12 @@ def _leftovers(messages: list[Message], payload: str | None) -> list[Violation]:
         if not isinstance(content, str):
             continue
         text = plain(content.replace(payload, " ") if payload else content)  # a payload may hold braces
-        hole = cue("placeholders").search(text)
+        hole = find_cue(text, "placeholders")
         if hole:
             out.append(
                 violation(RULE, f"message {i} ({m['role']}) has an unfilled placeholder {hole.group(0)!r}")
             )
-        meta = cue("meta_talk").search(text) or (m["role"] == "assistant" and cue("role_labels").search(text))
+        meta = find_cue(text, "meta_talk") or (m["role"] == "assistant" and find_cue(text, "role_labels"))
         if meta:
             out.append(
                 violation(

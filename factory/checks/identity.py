@@ -14,7 +14,7 @@ from typing import Any
 from factory.models import Message, Task
 
 from ._facts import Facts
-from ._match import TEXT_CACHE, has_literal, present
+from ._match import has_literal, present
 from ._text import cue, lexicon, plain, sentences
 from ._violation import Violation, short, violation
 
@@ -35,7 +35,7 @@ _CLAIMS = (
 _ANY_NAME = re.compile(r"\b(?i:i am|i'm|my name is|call me)\s+([A-Z][A-Za-z0-9-]+)(?!['’]s)\b")
 
 
-@lru_cache(maxsize=TEXT_CACHE)
+@lru_cache(maxsize=256)  # names repeat: a world's assistants, the attack catalogue's personas
 def _claim_patterns(name: str) -> tuple[re.Pattern[str], ...]:
     n = re.escape(name) + r"(?![\w-])(?!['’]s\b)"
     return tuple(re.compile(p.replace("{n}", n), re.IGNORECASE) for p in _CLAIMS)
