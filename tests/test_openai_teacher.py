@@ -37,6 +37,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.models: list[str] = ["served-model"]
+        self.owned_by = True  # OpenAI, vLLM and Ollama send owned_by; mlx_lm.server does not
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.model_calls = 0
@@ -95,7 +96,8 @@ async def chat(request: Request) -> Any:
 async def models(request: Request) -> JSONResponse:
     """GET /v1/models: the ids in REC.models."""
     REC.model_calls += 1
-    data = [{"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in REC.models]
+    owner = {"owned_by": "test"} if REC.owned_by else {}
+    data = [{"id": m, "object": "model", "created": 0, **owner} for m in REC.models]
     return JSONResponse({"object": "list", "data": data})
 
 
@@ -172,6 +174,13 @@ def test_model_resolution_takes_the_first_listed_id(base_url: str) -> None:
     REC.models = ["first-model", "second-model"]
     assert resolve(OpenAITeacher(base_url)) == "first-model"
     assert REC.model_calls == 1
+
+
+def test_mlx_lm_server_listing_means_default_model(base_url: str) -> None:
+    """mlx_lm.server's entries have no owned_by; naming a listed id would reload it without the adapter."""
+    REC.models = ["mlx-community/Other-Model-4bit", "/models/served"]
+    REC.owned_by = False
+    assert resolve(OpenAITeacher(base_url)) == "default_model"
 
 
 def test_empty_model_list_falls_back_to_default_model(base_url: str) -> None:

@@ -15,7 +15,9 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
         "--teacher",
         help="'builtin' (offline, default) or an OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1",
     )
-    group.add_argument("--model", help="model name (default: what /v1/models lists, else default_model)")
+    group.add_argument(
+        "--model", help="model name (default: the first /v1/models lists; default_model for mlx_lm.server)"
+    )
     group.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY or a placeholder)")
     group.add_argument("--temperature", type=float)
     group.add_argument("--max-tokens", type=int, help=f"completion budget (default {DEFAULTS['max_tokens']})")

@@ -73,6 +73,19 @@ def _unreachable_hint(base_url: str) -> str:
     )
 
 
+def pick_model(listed: list[dict[str, Any]]) -> str:
+    """The model to ask for, from /v1/models entries: the first id, but 'default_model' for mlx_lm.server.
+
+    mlx_lm.server lists every mlx model in the Hugging Face cache before the one it serves, and a
+    request naming a listed id (even its own) reloads that model without its --adapter-path; only
+    'default_model' means "what you were started with". Its entries are the only ones here without
+    the OpenAI field `owned_by` (vLLM, Ollama, llama.cpp and OpenAI all send it).
+    """
+    if not listed or not all("owned_by" in entry for entry in listed):
+        return FALLBACK_MODEL
+    return str(listed[0]["id"])
+
+
 class OpenAITeacher:
     """A teacher behind an OpenAI-compatible HTTP API, keyless local servers included."""
 
@@ -99,16 +112,16 @@ class OpenAITeacher:
         )
 
     async def resolve_model(self) -> str:
-        """Return the model to ask for: the given one, else the first listed, else 'default_model'."""
+        """Return the model to ask for: the given one, else what /v1/models says (see `pick_model`)."""
         if self.model:
             return self.model
         if self._resolve_lock is None:
             self._resolve_lock = anyio.Lock()
         async with self._resolve_lock:  # many workers start at once; ask the server only once
             if not self.model:
-                page = await self.client.models.list()
-                ids = [m.id for m in page.data]
-                self.model = ids[0] if ids else FALLBACK_MODEL
+                # Raw JSON, not the SDK's Model objects: whether `owned_by` is there is the point.
+                response = await self.client.get("/models", cast_to=HTTPResponse)
+                self.model = pick_model(orjson.loads(response.content).get("data") or [])
         return self.model
 
     async def complete(
