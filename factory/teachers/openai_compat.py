@@ -174,7 +174,9 @@ class OpenAITeacher:
                     continue  # SSE comments and blank keep-alive lines
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    break
+                    # Read on to the end of the body rather than break: closing a half-read response
+                    # drops its keep-alive connection, and a new connection per request costs both sides.
+                    continue
                 on_progress()
                 chunk = orjson.loads(data)
                 served_by = served_by or chunk.get("model")
