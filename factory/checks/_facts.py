@@ -198,12 +198,12 @@ class Facts:
         """Secret path -> its text: the task's secret paths, or secret-looking fields of the state."""
         task, state = self.task, self.state
         if task is not None and task.secrets:
-            paths = [p for p in task.secrets if has(state, p)]
+            paths = task.secrets
         else:
             paths = [p for p, v in self.paths if isinstance(v, _SCALAR) and _secret_looking(p)]
         found = {}
         for path in paths:
-            value = get(state, path)
+            value = get(state, path, _MISSING)  # a task's secret path the state lacks is skipped
             if isinstance(value, _SCALAR) and not isinstance(value, bool) and str(value).strip():
                 found[path] = str(value)
         return found

@@ -31,7 +31,8 @@ _UTC = re.compile(r"\b(?:UTC|GMT|Zulu)\b")
 # Plain lexicon entries share one boundary test instead of one per entry (five times fewer steps per
 # character when nothing matches); the match, and so every verdict, is the same.
 _BEFORE, _AFTER = r"(?<![\w'])", r"(?![\w])"
-_LITERAL, _BRANCH = _constants.LITERAL, _constants.BRANCH
+_LITERAL, _BRANCH, _IN = _constants.LITERAL, _constants.BRANCH, _constants.IN
+_MAX_RUNS = 8  # a run through classes is kept while it has at most this many spellings
 
 
 @cache
@@ -93,15 +94,25 @@ def cue(name: str) -> re.Pattern[str]:
 
 def _literal_runs(items: Any) -> list[str] | None:
     """The texts a match of these parsed items must hold (one of them): the longest run of literal
-    characters of the sequence, or of each alternative of a lone branch; None when there is none."""
+    characters (or small classes of them) of the sequence, or of each alternative of a lone branch;
+    None when there is none."""
     if len(items) == 1 and items[0][0] is _BRANCH:
         runs = [_literal_runs(alternative) for alternative in items[0][1][1]]
         return None if any(r is None for r in runs) else [t for r in runs if r for t in r]
-    best, run = "", ""
+    # `runs`: the texts the match holds at this point, one per choice of a small class ("n['’]t" holds
+    # "n't" or "n’t"); all of one length, so the longest runs are the best test.
+    best: list[str] = [""]
+    runs = [""]
     for op, arg in items:
-        run = run + chr(arg) if op is _LITERAL else ""
-        best = max(best, run, key=len)
-    return [best] if best else None
+        if op is _LITERAL:
+            runs = [r + chr(arg) for r in runs]
+        elif op is _IN and len(runs) * len(arg) <= _MAX_RUNS and all(o is _LITERAL for o, _ in arg):
+            runs = [r + chr(c) for r in runs for _, c in arg]
+        else:
+            runs = [""]
+        if len(runs[0]) > len(best[0]):
+            best = runs
+    return best if best[0] else None
 
 
 @cache

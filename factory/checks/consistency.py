@@ -14,7 +14,7 @@ from typing import Any
 from factory.models import Message, Task
 
 from ._facts import Facts, get
-from ._match import word_matches
+from ._match import present, word_matches
 from ._text import json_text, plain
 from ._violation import Violation, short, violation
 
@@ -65,7 +65,9 @@ def _mentions(text: str, labels: dict[str, str]) -> list[tuple[str, str, int, in
         if "`" in text
         else []
     )
-    if labels and _any_named(tuple(labels)).search(text):
+    words = tuple(labels)
+    # Every match holds one of the labels (ignoring case): most texts hold none, and skip the pattern.
+    if labels and present(text, words) and _any_named(words).search(text):
         for words, path in labels.items():
             found += [(path, m.group(1), m.start(), m.start(1)) for m in _named(words).finditer(text)]
     out = []

@@ -55,6 +55,18 @@ _NUMBER_WORD = "|".join(lexicon()["number_words"])
 # Most specific first: a span one kind claims is not read again as another.
 # Run on lowercase text: a pattern without IGNORECASE is several times faster on these alternations.
 _HAS_NUMBER = re.compile(rf"\d|\b(?:{_NUMBER_WORD})\b")
+_DIGIT = re.compile(r"\d")
+_NUMBER_WORDS = tuple(lexicon()["number_words"])
+
+
+def _has_number(low: str) -> bool:
+    """`_HAS_NUMBER.search(low)` as a bool: a digit, or (only where a number word's letters occur at all)
+    a whole number word; re tries the word alternation at every position, so most texts skip it."""
+    if _DIGIT.search(low):
+        return True
+    return any(w in low for w in _NUMBER_WORDS) and _HAS_NUMBER.search(low) is not None
+
+
 _YOUR = re.compile(r"\b(?:your|my)\s+([a-z]+)(?:\s+([a-z]+))?")
 _KINDS = {
     "date": re.compile(
@@ -232,7 +244,7 @@ def _candidates(text: str, masked: str, keys: frozenset[str]) -> list[tuple[int,
     """Spans of the sentences that hold a number and speak from the state, and do not quote or deny it."""
     out = []
     for start, end in _sentence_spans(text):
-        if not _HAS_NUMBER.search(masked[start:end].lower()):
+        if not _has_number(masked[start:end].lower()):
             continue
         sentence = text[start:end]
         low = sentence.lower()
@@ -253,7 +265,7 @@ def invented_values(
     for start, end in spans:
         for clause in _CLAUSE_END.split(masked[start:end]):
             if (
-                not _HAS_NUMBER.search(clause.lower())
+                not _has_number(clause.lower())
                 or has_cue(clause, "negation")
                 or has_cue(clause, "conditions")
             ):
@@ -294,12 +306,12 @@ def check(
                 out.append(
                     violation(RULE, f"assistant turn {turn} cites `{path}`, which is not in the state")
                 )
-        if not _HAS_NUMBER.search(text.lower()):
+        if not _has_number(text.lower()):
             continue
         if keys is _UNSET:
             keys = _keys(facts)
         masked = _masked(text, facts)  # what is left once cited names and consistency's statements go
-        if masked is not text and not _HAS_NUMBER.search(masked.lower()):
+        if masked is not text and not _has_number(masked.lower()):
             continue
         spans = _candidates(text, masked, keys)
         if not spans:

@@ -15,7 +15,7 @@ from factory.models import Message, Task
 
 from ._facts import Facts
 from ._match import has_literal, present
-from ._text import cue, lexicon, plain, sentences
+from ._text import find_cue, lexicon, plain, sentences
 from ._violation import Violation, short, violation
 
 RULE = "identity"
@@ -33,6 +33,8 @@ _CLAIMS = (
 )
 # Any capitalised name after "I am" / "my name is" that is not the assistant's own.
 _ANY_NAME = re.compile(r"\b(?i:i am|i'm|my name is|call me)\s+([A-Z][A-Za-z0-9-]+)(?!['’]s)\b")
+# The literals one of which every match of _ANY_NAME holds (as `has_literal` compares, ignoring case).
+_ANY_NAME_CUES = ("i am", "i'm", "my name is", "call me")
 
 
 @lru_cache(maxsize=256)  # names repeat: a world's assistants, the attack catalogue's personas
@@ -47,8 +49,8 @@ def _hedged(sentence: str, start: int) -> bool:
     open_quote = (before.count('"') + before.count("“")) % 2 == 1 or before.rstrip().endswith(("'", "‘"))
     return (
         open_quote
-        or cue("negation").search(before) is not None
-        or cue("attribution").search(before) is not None
+        or find_cue(before, "negation") is not None  # `before` is a piece of a sentence: plain already
+        or find_cue(before, "attribution") is not None
     )
 
 
@@ -76,7 +78,8 @@ def _first_claim(text: str, names: tuple[str, ...]) -> tuple[str, str] | None:
 
 def _other_name(text: str, own_words: set[str], not_names: frozenset[str]) -> tuple[str, str] | None:
     """A capitalised name the speaker gives itself that is none of its own words, with its sentence."""
-    if _ANY_NAME.search(plain(text)) is None:
+    text_plain = plain(text)
+    if not present(text_plain, _ANY_NAME_CUES) or _ANY_NAME.search(text_plain) is None:
         return None  # a match inside a sentence is a match inside the whole text
     for sentence in sentences(text):
         for match in _ANY_NAME.finditer(sentence):
