@@ -287,3 +287,18 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_scipy_submodules_import_while_scipy_integrate_is_deferred() -> None:
+    """scipy.stats imports scipy.integrate._quadrature directly: the stand-in must be a package."""
+    script = """
+import sys
+import factory.dedup
+assert not hasattr(sys.modules["scipy.integrate"], "__file__")
+from scipy.stats import binomtest
+assert abs(binomtest(3, 10).pvalue - 0.34375) < 1e-12
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -10,6 +10,7 @@ and `defer_scipy_integrate()` keeps the import itself until something really use
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 from typing import Any
@@ -46,8 +47,14 @@ def defer_scipy_integrate() -> None:
     """
     if _NAME in sys.modules:
         return
+    spec = importlib.util.find_spec(_NAME)  # imports the light `scipy` package only, not scipy.integrate
+    if spec is None:
+        return
     placeholder = types.ModuleType(_NAME, "Stand-in: the real scipy.integrate is imported on first use.")
     placeholder._factory_placeholder = True  # type: ignore[attr-defined]
+    # A package path, so `import scipy.integrate._quadrature` (scipy.stats does it) still finds the
+    # submodule; `from scipy.integrate import name` then reaches `_getattr` and the real module.
+    placeholder.__path__ = list(spec.submodule_search_locations or [])  # type: ignore[attr-defined]
     placeholder.quad = _quad  # type: ignore[attr-defined]
     placeholder.__getattr__ = _getattr  # type: ignore[attr-defined]
     sys.modules[_NAME] = placeholder
