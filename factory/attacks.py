@@ -9,12 +9,14 @@ from __future__ import annotations
 import base64
 import codecs
 import copy
+import datetime
 import difflib
 import hashlib
 import itertools
 import random
+import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,32 @@ class AttackData:
     fallback_trust: str
     transforms: tuple[str, ...]
     hidden_instructions: dict[str, tuple[str, ...]]
+    delimiters: tuple[str, ...] = ()
+    many_shots: tuple[tuple[str, str], ...] = ()
+    many_shot_formats: tuple[str, ...] = ()
+    documents: tuple[str, ...] = ()
+    foreign_instructions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    other_users: tuple[str, ...] = ()
+
+
+def _pairs(raw: dict[str, Any], key: str, source: Path) -> tuple[tuple[str, str], ...]:
+    value = raw.get(key)
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) and x for x in v) for v in value
+        )
+    ):
+        raise ConfigError(f"{source}: {key!r} must be a non-empty list of [user, assistant] string pairs")
+    return tuple((u, a) for u, a in value)
+
+
+def _by_language(raw: dict[str, Any], key: str, source: Path) -> dict[str, tuple[str, ...]]:
+    value = raw.get(key)
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{source}: {key!r} must map language codes (fr, de, ...) to lists of strings")
+    return {str(lang): _strings(value, lang, source) for lang in value}
 
 
 def _strings(raw: dict[str, Any], key: str, source: Path) -> tuple[str, ...]:
@@ -128,6 +156,12 @@ def attack_data(path: Path = ATTACKS_FILE) -> AttackData:
         fallback_trust=fallback,
         transforms=transforms,
         hidden_instructions={k: _strings(hidden, k, path) for k in ("token", "secret")},
+        delimiters=_strings(raw, "delimiters", path),
+        many_shots=_pairs(raw, "many_shots", path),
+        many_shot_formats=_strings(raw, "many_shot_formats", path),
+        documents=_strings(raw, "documents", path),
+        foreign_instructions=_by_language(raw, "foreign_instructions", path),
+        other_users=_strings(raw, "other_users", path),
     )
 
 
@@ -199,3 +233,77 @@ def fake_state_block(state: dict[str, Any], changes: dict[str, Any], drop: Itera
     `drop` names fields the attacker cannot know (the secrets), so the forgery never carries them.
     """
     return render_state(forge_state(state, changes, drop))
+
+
+def spoof_delimiters(rng: random.Random, instruction: str) -> str:
+    """`instruction` wrapped in fake chat-template or system markers (<|im_start|>system, [SYSTEM]...)."""
+    return rng.choice(attack_data().delimiters).replace("{instruction}", instruction)
+
+
+def many_shot_block(rng: random.Random, token: str, shots: int) -> str:
+    """`shots` fake exchanges, one format throughout, in which "the assistant" gave up `token`."""
+    data = attack_data()
+    layout = rng.choice(data.many_shot_formats)
+    picked = rng.sample(data.many_shots, k=min(shots, len(data.many_shots)))
+    return "\n\n".join(
+        layout.replace("{user}", u.replace("{token}", token)).replace(
+            "{assistant}", a.replace("{token}", token)
+        )
+        for u, a in picked
+    )
+
+
+def embed_in_document(rng: random.Random, instruction: str) -> str:
+    """A pasted e-mail, note or review that carries `instruction` for whichever AI reads it."""
+    return rng.choice(attack_data().documents).replace("{instruction}", instruction)
+
+
+def languages() -> tuple[str, ...]:
+    """The language codes language_switch attacks are written in."""
+    return tuple(attack_data().foreign_instructions)
+
+
+def foreign_instruction(rng: random.Random, language: str, token: str) -> str:
+    """A demand for `token` written in `language` (a code from languages())."""
+    bank = attack_data().foreign_instructions
+    if language not in bank:
+        raise ConfigError(
+            f"no foreign_instructions for {language!r} in {ATTACKS_FILE}; known: {', '.join(bank)}"
+        )
+    return rng.choice(bank[language]).replace("{token}", token)
+
+
+def other_user_for(task_id: str, state_text: str = "") -> str:
+    """The person an impersonator claims to be: a name that occurs nowhere in `state_text`."""
+    text = state_text.casefold()
+    options = [n for n in attack_data().other_users if n.casefold() not in text]
+    if not options:
+        raise ConfigError("every name in other_users of prompts/attacks.yaml occurs in the state; add more")
+    return rng_for("other_user", task_id).choice(options)
+
+
+_ISO_DAY = re.compile(r"(\d{4}-\d{2}-\d{2})")
+
+
+def alter_value(rng: random.Random, value: Any) -> Any:
+    """A plausible wrong value of the same kind: another number, or the date shifted by days.
+
+    None for values with no kind-preserving change (free text, booleans): a forged premise must be
+    a value the state could have held, or it plants nothing a checker can recognise.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return (
+            value + rng.choice([1, 2, 3, 5, 10])
+            if value < 10
+            else value + max(1, value // rng.choice([3, 4, 5]))
+        )
+    if isinstance(value, float):
+        return round(value * rng.choice([1.25, 1.5, 2.0]) + 1, 2)
+    if isinstance(value, str) and (found := _ISO_DAY.match(value)):
+        day = datetime.date.fromisoformat(found.group(1)) + datetime.timedelta(
+            days=rng.choice([2, 3, 5, 7, 14])
+        )
+        return day.isoformat() + value[10:]
+    return None

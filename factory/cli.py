@@ -11,6 +11,7 @@ from factory.errors import FactoryError
 
 COMMANDS = {
     "generate": "factory.commands.generate",
+    "adversarial": "factory.commands.adversarial",
     "doctor": "factory.commands.doctor",
     "export": "factory.commands.export",
     "check": "factory.commands.check",

@@ -80,7 +80,7 @@ def _catalogue(path: Path = FAMILIES_FILE) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping with a non-empty 'families' mapping")
     specs = {name: _spec(name, spec, path) for name, spec in raw["families"].items()}
     questions = raw.get("questions", {})
-    for key in ("cite_suffix", "date", "count"):
+    for key in ("cite_suffix", "date", "count", "lookalike", "estimate"):
         bank = questions.get(key) if isinstance(questions, dict) else None
         if not isinstance(bank, list) or not bank or not all(isinstance(q, str) for q in bank):
             raise ConfigError(f"{path}: questions.{key} must be a non-empty list of strings")
@@ -93,7 +93,7 @@ def families() -> dict[str, FamilySpec]:
 
 
 def question_bank(name: str) -> tuple[str, ...]:
-    """Planner-filled question phrasings from prompts/families.yaml ('cite_suffix', 'date', 'count')."""
+    """Planner-filled phrasings from prompts/families.yaml (cite_suffix, date, count, lookalike, estimate)."""
     return _catalogue()["questions"][name]
 
 

@@ -217,3 +217,13 @@ def write_report(run_path: Path, stats: Any) -> dict[str, Any]:
     (run_path / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     (run_path / "report.md").write_text(render_markdown(report))
     return report
+
+
+def add_section(run_path: Path, key: str, data: Any, markdown: list[str]) -> None:
+    """Add a section measured outside build_report (attack novelty, …) to report.json and report.md."""
+    path = run_path / "report.json"
+    report = orjson.loads(path.read_bytes())
+    report[key] = data
+    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    with (run_path / "report.md").open("a") as fh:
+        fh.write("\n" + "\n".join(markdown) + "\n")

@@ -6,6 +6,7 @@ import random
 import re
 
 import pytest
+import yaml
 
 from factory import attacks
 from factory.errors import ConfigError
@@ -136,3 +137,32 @@ def test_forge_state_drops_fields_without_shifting_list_items():
     forged = attacks.forge_state(state, {}, drop=["codes[0]", "codes[2]", "vault.pin"])
     assert forged == {"codes": ["b"], "vault": {"owner": "x"}}
     assert state["codes"] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("key", "bad", "message"),
+    [
+        ("many_shots", [["only the user side"]], "pairs"),
+        ("foreign_instructions", ["fr"], "language codes"),
+        ("delimiters", [], "non-empty list"),
+    ],
+)
+def test_bad_breadth_data_is_a_config_error_naming_the_key(tmp_path, key, bad, message):
+    raw = yaml.safe_load(attacks.ATTACKS_FILE.read_text(encoding="utf-8"))
+    raw[key] = bad
+    path = tmp_path / "attacks.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"{key}.*{message}|{message}.*{key}"):
+        attacks.attack_data(path)
+
+
+def test_foreign_demands_and_other_users_never_echo_the_state():
+    rng = random.Random(5)
+    for language in attacks.languages():
+        text = attacks.foreign_instruction(rng, language, "ZEBRA-7731")
+        assert "ZEBRA-7731" in text and "{token}" not in text
+    with pytest.raises(ConfigError, match="no foreign_instructions for 'xx'"):
+        attacks.foreign_instruction(rng, "xx", "ZEBRA-7731")
+    everyone = " ".join(attacks.attack_data().other_users)
+    with pytest.raises(ConfigError, match="other_users"):
+        attacks.other_user_for("t", everyone)

@@ -37,6 +37,8 @@ USER_FIELDS = {
     "secret_path",
     "label",
     "path",
+    "forged_label",
+    "forged_path",
 }
 ASSISTANT_FIELDS = {
     "name",

@@ -31,13 +31,13 @@ def _reply(item: EvalItem, *replies: str, reasons: list[str | None] | None = Non
 
 def test_reference_replies_pass_with_their_metric_flags(items: list[EvalItem]) -> None:
     verdicts = [score(item, _reply(item, *item.reference)) for item in items]
-    assert len({item.family for item in items}) == 15  # the run covers every family
+    assert {i.kind for i in items} == {"obedience", "benign", "adversarial"}
+    assert len({i.family for i in items}) >= 25  # most of the catalogue, each kind several times
     assert [(v.id, v.violations) for v in verdicts if not v.ok] == []
+    expect = {item.id: item.meta["expect"] for item in items}
     for v in verdicts:
-        assert v.answer_ok is (
-            True if v.family in ("answer_from_state", "cite_field", "time_and_numbers") else None
-        )
-        assert v.absent_ok is (True if v.family == "absent_field" else None)
+        assert v.answer_ok is (True if v.kind == "obedience" and expect[v.id] == "answer" else None)
+        assert v.absent_ok is (True if expect[v.id] == "absent" else None)
         assert v.over_refused is (False if v.kind == "benign" else None)
         assert v.cite_ok is (True if v.cites else None)
     assert sum(v.cites for v in verdicts) > len(verdicts) // 2  # the data teaches citing fields

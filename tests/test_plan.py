@@ -198,7 +198,7 @@ def test_zero_weights_drop_families():
         ("obedience", r"name=weight"),
         ("", r"empty"),
         ("benign=1,benign=2", r"given twice"),
-        ("benign=1,benign_request=1", r"nowhere to go"),
+        ("benign=1,benign_request=1,benign_lookalike=1", r"nowhere to go"),
     ],
 )
 def test_bad_mixes_are_config_errors(text, message):

@@ -119,6 +119,16 @@ def benign_request(ctx: Ctx) -> Target | None:
     return Target(question=request, action=action, action_allowed=True)
 
 
+@_family
+def benign_lookalike(ctx: Ctx) -> Target | None:
+    """A present field asked with words attacks use (admin, system, ignore, override)."""
+    target = answer_from_state(ctx)
+    if target is not None:
+        frame = ctx.rng.choice(question_bank("lookalike"))
+        target.question = frame.replace("{question}", str(target.question))
+    return target
+
+
 # --- adversarial ------------------------------------------------------------------------
 
 
@@ -233,3 +243,7 @@ def multi_turn_escalation(ctx: Ctx) -> Target | None:
         path = ctx.rng.choice(sorted(secrets))
         return Target(field=path, canaries=[ctx.token(), secrets[path]])
     return Target(canaries=[ctx.token()])
+
+
+# The issue-6 families live in their own module; importing it registers them (it reuses the above).
+import factory.plan.breadth  # noqa: E402, F401

@@ -134,6 +134,9 @@ class _Writer:
                 ctx["persona"] = value
             elif path.rsplit(".", 1)[-1] == "trust_level":
                 ctx["forged_value"] = _text(value)
+            elif not isinstance(value, dict | list):  # a forged user name, date or amount
+                ctx.setdefault("forged_value", _text(value))
+                ctx |= {"forged_path": path, "forged_label": _label(path)}
         if target.payload:
             ctx["payload"] = target.payload
         if target.transform:
@@ -153,12 +156,17 @@ class _Writer:
                 continue
         return found
 
-    def say(self, slot: str, **extra: str) -> str:
-        """Fill one template of `slot`, preferring templates this dialogue has not used yet."""
+    def say(self, slot: str, prefer: frozenset[str] = frozenset(), **extra: str) -> str:
+        """Fill one template of `slot`, preferring templates this dialogue has not used yet.
+
+        With `prefer`, templates that use one of those placeholders go first (an attack on a secret
+        names the secret rather than only demanding the token).
+        """
         values = {**self.ctx, **extra}
         fitting = [t for t in self.banks[slot] if _fields(t) <= values.keys()]
         if not fitting:
             raise ConfigError(f"phrase bank slot {slot!r} has no template that fits task {self.task.id}")
+        fitting = [t for t in fitting if _fields(t) & prefer] or fitting
         fresh = [t for t in fitting if t not in self.used] or fitting
         template = self.rng.choice(fresh)
         self.used.add(template)
@@ -192,9 +200,10 @@ class _Writer:
         hello = self.maybe("assistant.hello", 0.3)
         return " ".join([*hello, body, *self.maybe("assistant.closer", 0.3)])
 
-    def refuse(self, core: str, notes: tuple[str, ...] = ()) -> str:
-        """A refusal: the family's core line, the assistant's name, notes, and what it can do instead."""
-        parts = [self.say(core)]
+    def refuse(self, core: str, notes: tuple[str, ...] = (), then: tuple[str, ...] = ()) -> str:
+        """A refusal: the family's core line, `then` (text that follows it), the assistant's name,
+        notes, and what it can do instead."""
+        parts = [" ".join([self.say(core), *then])]
         name = self.ctx.get("name")
         if name and not re.search(rf"(?<!\w){re.escape(name)}(?!\w)", parts[0]):
             line = self.say("assistant.identity")
@@ -270,7 +279,10 @@ def _attack(w: _Writer) -> Pairs:
         notes += ("assistant.trust_note",)
     if target.action and target.action_allowed is False:
         notes += ("assistant.forbidden_note",)
-    turns = [w.say(f"user.attack.{family}")]
+    # Attacks with a secret or an action target name it rather than only demanding the token.
+    wanted = {"secret_label", "secret_path"} if "secret_path" in w.ctx else set()
+    wanted |= {"action", "action_words"} if "action" in w.ctx else set()
+    turns = [w.say(f"user.attack.{family}", prefer=frozenset(wanted))]
     if family in _PUSHED:
         turns += [w.say(f"user.followup.{family}") for _ in range(w.task.user_turns - 1)]
     core = f"assistant.resist.{family}"
@@ -294,10 +306,29 @@ def _escalation(w: _Writer) -> Pairs:
     return pairs
 
 
+def _elicitation(w: _Writer) -> Pairs:
+    """Pressure to estimate an absent field: say it is missing, decline to guess."""
+    target = w.task.target
+    absent = w.say("assistant.absent", field=str(target.field))
+    reply = w.refuse("assistant.resist.out_of_state_elicitation")
+    return [(w.ask(str(target.question)), f"{absent} {reply}")]
+
+
+def _premise(w: _Writer) -> Pairs:
+    """A forged value asserted as fact: decline it and state the real value, citing the field."""
+    family, target = w.task.family, w.task.target
+    real = w.say("assistant.answer", field=str(target.field), value=_text(target.value))
+    return [(w.say(f"user.attack.{family}"), w.refuse(f"assistant.resist.{family}", then=(real,)))]
+
+
 def _writer_for(task: Task) -> Callable[[_Writer], Pairs]:
     if task.family == "multi_turn_escalation":
         return _escalation
-    if task.kind == "obedience":
+    if task.family == "out_of_state_elicitation":
+        return _elicitation
+    if task.family in ("false_premise", "staleness_claim"):
+        return _premise
+    if task.kind == "obedience" or task.expect == "answer":  # benign look-alikes are questions too
         return _obedience
     if task.kind == "benign":
         return _benign

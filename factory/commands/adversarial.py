@@ -1,0 +1,134 @@
+"""Generate a fresh adversarial batch: attacks only, each novel against this batch and every earlier run."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from rich.console import Console
+
+from factory.commands.common import add_teacher_arguments, settings_from_args
+from factory.commands.export import add_holdout_argument, print_export
+from factory.commands.generate import _generate
+from factory.defaults import DEFAULTS
+from factory.errors import ConfigError
+from factory.export import export_run, parse_ratios
+from factory.holdout import parse_holdout
+from factory.mix import families, parse_mix
+from factory.novelty import NOVELTY_FILE, REASON, novelty_markdown, screen_run
+from factory.progress import summary_table
+from factory.report import add_section, write_report
+from factory.seeds import load_worlds
+from factory.store import read_run_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the adversarial flags."""
+    parser.add_argument("--n", type=int, help=f"attack tasks to plan (default {DEFAULTS['n']})")
+    parser.add_argument(
+        "--families", help="comma-separated adversarial families (default: every adversarial family)"
+    )
+    parser.add_argument(
+        "--run", help="run name under output/ (default adv-<timestamp>); an existing run is resumed"
+    )
+    parser.add_argument(
+        "--seed", type=int, help="run seed; the same seed plans the same tasks (default: from the run name)"
+    )
+    parser.add_argument("--output-dir", help="where runs go (default output/)")
+    parser.add_argument("--seeds-dir", help="folder of state templates (default seeds/)")
+    parser.add_argument(
+        "--split-ratios", help=f"train,valid,test shares (default {DEFAULTS['split_ratios']})"
+    )
+    add_holdout_argument(parser, "default: none")
+    add_teacher_arguments(parser)
+
+
+def adversarial_mix(names: str | None) -> str:
+    """The --mix of the listed adversarial families (all of them when None), checked against the catalogue."""
+    catalogue = families()
+    attacks = [name for name, spec in catalogue.items() if spec.kind == "adversarial"]
+    if names is None:
+        return "adversarial=1"
+    chosen = [name.strip() for name in names.split(",") if name.strip()]
+    if not chosen:
+        raise ConfigError(f"--families is empty; name one or more of: {', '.join(attacks)}")
+    for name in chosen:
+        if name in attacks:
+            continue
+        if name in catalogue:
+            raise ConfigError(
+                f"--families: {name!r} is a {catalogue[name].kind} family, not an attack; "
+                f"adversarial families are: {', '.join(attacks)}"
+            )
+        near = difflib.get_close_matches(name, attacks, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(
+            f"--families: unknown family {name!r}{hint} (adversarial families: {', '.join(attacks)})"
+        )
+    return ",".join(f"{name}=1" for name in dict.fromkeys(chosen))
+
+
+def _settings(args: argparse.Namespace, run_name: str) -> dict[str, Any]:
+    output_dir = args.output_dir or DEFAULTS["output_dir"]
+    stored = read_run_config(Path(output_dir) / run_name)
+    # A resumed run keeps its stored mix unless families are named (a changed mix is then an error).
+    mix = adversarial_mix(args.families) if args.families or stored is None else None
+    settings = settings_from_args(argparse.Namespace(**{**vars(args), "mix": mix}), stored)
+    catalogue = families()
+    if any(catalogue[name].kind != "adversarial" for name in parse_mix(settings["mix"])):
+        raise ConfigError(
+            f"run {run_name!r} is not an adversarial run (its mix is {settings['mix']!r}); "
+            "resume it with `factory generate`, or pick another --run name"
+        )
+    if settings["seed"] is None:
+        # A stable function of the name: a new run gets fresh data, the same name resumes the same plan.
+        settings["seed"] = int(hashlib.sha256(run_name.encode()).hexdigest()[:8], 16)
+    return settings
+
+
+def _export(run_path: Path, settings: dict[str, Any], console: Console) -> None:
+    worlds = [world.name for world in load_worlds(settings["seeds_dir"])]
+    holdout = parse_holdout(settings["holdout"], families(), worlds)
+    summary = export_run(
+        run_path, parse_ratios(settings["split_ratios"]), seed=settings["seed"], holdout=holdout
+    )
+    print_export(summary, console)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run `factory adversarial`."""
+    run_name = args.run or time.strftime("adv-%Y%m%d-%H%M%S")
+    settings = _settings(args, run_name)
+    console = Console()
+    stats, path = anyio.run(_generate, settings, run_name, console, backend_options={"use_uvloop": True})
+    # The run is written; now its attacks are screened against each other and every earlier run.
+    novelty = screen_run(path, settings["dedup_threshold"], settings["flush_every"])
+    stale = novelty["stale_inside"] + novelty["stale_across"]
+    stats.accepted -= stale
+    stats.rejected += stale
+    stats.reasons[REASON] = stats.reasons.get(REASON, 0) + stale
+    report = write_report(path, stats)
+    add_section(path, "novelty", novelty, novelty_markdown(novelty))
+    earlier = novelty["earlier"]
+    console.print(
+        f"novelty: {novelty['novel']} of {novelty['attacks']} attacks novel "
+        f"({novelty['novelty_rate'] or 0:.1%}); {novelty['stale_inside']} repeated this batch, "
+        f"{novelty['stale_across']} an earlier run ({earlier['attacks']} attacks in {earlier['runs']} "
+        f"runs) → {path / NOVELTY_FILE}",
+        highlight=False,
+    )
+    finished = not stats.interrupted and stats.done >= stats.total
+    if report["accepted"] and finished:
+        _export(path, settings, console)  # again: the export made during the run still held stale attacks
+    console.print(summary_table(stats, str(path)))
+    resume = f"factory adversarial --run {run_name}"
+    if not finished:
+        console.print(f"stopped with {stats.total - stats.done} tasks left; resume with: {resume}")
+        return 130 if stats.interrupted else 1
+    console.print(f"done: {path}/accepted.jsonl · data in {path}/data")
+    return 0
