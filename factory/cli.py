@@ -19,6 +19,7 @@ COMMANDS = {
     "fuse": "factory.commands.fuse",
     "suite": "factory.commands.suite",
     "eval": "factory.commands.eval",
+    "redteam": "factory.commands.redteam",
 }
 
 
