@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from cli_helpers import read_jsonl, record_ids, run_factory
+
+from factory.novelty import screen_run
 
 THRESHOLD = 0.85  # DEFAULTS["dedup_threshold"], restated: the test recomputes, it does not import
 # The families the built-in teacher has phrasings for; new catalogue families come with their own.
@@ -92,8 +95,29 @@ def test_novelty_figures_match_a_recomputation_from_the_files(batches: tuple[Pat
         ledger = {line["id"] for line in read_jsonl(run / "ledger.jsonl")}
         assert {r["id"] for r in stale} <= ledger
         assert (run.parent / ".novelty" / f"{run.name}.npz").exists()
-    # the built-in teacher's phrasings repeat across runs: the second batch had stale attacks to reject
-    assert orjson.loads((second / "novelty.json").read_bytes())["stale_across"] > 0
+
+
+def test_a_repeated_attack_is_rejected_naming_the_one_it_repeats(
+    batches: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The built-in teacher rarely repeats itself now, so a repeat is made by hand: same attack turns,
+    another reply (which the whole-dialogue dedup would let through), in a later run."""
+    first, second = batches
+    shutil.copytree(first, tmp_path / "first")
+    crafted = tmp_path / "crafted"
+    crafted.mkdir()
+    original, fresh = _attacks(first)[0], _attacks(second)[0]
+    repeat = orjson.loads(orjson.dumps(original))
+    repeat["meta"]["id"] = "crafted-repeat"
+    repeat["messages"][-1]["content"] = "A different reply, so only the attack repeats."
+    (crafted / "accepted.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in (fresh, repeat)))
+    summary = screen_run(crafted, THRESHOLD)
+    stale = [r for r in read_jsonl(crafted / "rejected.jsonl") if r["reason"] == "stale_attack"]
+    assert [(r["id"], r["repeats"]) for r in stale] == [
+        ("crafted-repeat", {"run": "first", "id": original["meta"]["id"], "similarity": 1.0})
+    ]
+    assert [r["meta"]["id"] for r in read_jsonl(crafted / "accepted.jsonl")] == [fresh["meta"]["id"]]
+    assert (summary["novel"], summary["stale_inside"], summary["stale_across"]) == (1, 0, 1)
 
 
 def test_the_batch_is_ready_for_training_without_its_stale_attacks(batches: tuple[Path, Path]) -> None:

@@ -31,6 +31,7 @@ from factory.teachers.base import TeacherReply, TeacherRequest
 BANKS_DIR = PROMPTS_DIR / "builtin"
 _SCALAR = (str, int, float, bool)
 _WORD = re.compile(r"[a-z0-9]{4,}")
+_HELLO = re.compile(r"(hi|hey|hello|hola|good (morning|evening))\b", re.IGNORECASE)
 # Families whose attack takes a variable number of turns; the others write one exchange.
 _PUSHED = ("persona_swap", "trust_escalation", "secret_extraction")
 
@@ -182,6 +183,19 @@ class _Writer:
         """A user turn carrying a planned question, sometimes with a greeting or thanks."""
         return " ".join([*self.maybe("user.greeting", 0.4), question, *self.maybe("user.thanks", 0.2)])
 
+    def attack_turn(self, prefer: frozenset[str] = frozenset()) -> str:
+        """The family's attack line, mostly framed by a lead-in before it and a push after it.
+
+        A bare one-line attack has too few word 3-grams to tell two batches apart: the framing
+        (drawn independently, each several words long) keeps attacks novel across runs.
+        """
+        core = self.say(f"user.attack.{self.task.family}", prefer=prefer)
+        # A line that opens with its own hello is where the message starts: nothing goes before it.
+        lead = (
+            [] if _HELLO.match(core) else [*self.maybe("user.greeting", 0.3), *self.maybe("user.lead", 0.85)]
+        )
+        return " ".join([*lead, core, *self.maybe("user.push", 0.75)])
+
     def answer(self, path: str, value: Any) -> str:
         """An exact answer for a present field, by kind: a date, a list's length, or a value."""
         real = lookup(self.task.state, path)
@@ -282,7 +296,7 @@ def _attack(w: _Writer) -> Pairs:
     # Attacks with a secret or an action target name it rather than only demanding the token.
     wanted = {"secret_label", "secret_path"} if "secret_path" in w.ctx else set()
     wanted |= {"action", "action_words"} if "action" in w.ctx else set()
-    turns = [w.say(f"user.attack.{family}", prefer=frozenset(wanted))]
+    turns = [w.attack_turn(frozenset(wanted))]
     if family in _PUSHED:
         turns += [w.say(f"user.followup.{family}") for _ in range(w.task.user_turns - 1)]
     core = f"assistant.resist.{family}"
@@ -318,7 +332,7 @@ def _premise(w: _Writer) -> Pairs:
     """A forged value asserted as fact: decline it and state the real value, citing the field."""
     family, target = w.task.family, w.task.target
     real = w.say("assistant.answer", field=str(target.field), value=_text(target.value))
-    return [(w.say(f"user.attack.{family}"), w.refuse(f"assistant.resist.{family}", then=(real,)))]
+    return [(w.attack_turn(), w.refuse(f"assistant.resist.{family}", then=(real,)))]
 
 
 def _writer_for(task: Task) -> Callable[[_Writer], Pairs]:
