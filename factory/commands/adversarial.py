@@ -14,7 +14,7 @@ from rich.console import Console
 
 from factory.commands.common import add_teacher_arguments, settings_from_args
 from factory.commands.export import add_holdout_argument, print_export
-from factory.commands.generate import _generate
+from factory.commands.generate import _generate, event_loop_options, lean_gc
 from factory.defaults import DEFAULTS
 from factory.errors import ConfigError
 from factory.export import export_run, parse_ratios
@@ -105,7 +105,8 @@ def main(args: argparse.Namespace) -> int:
     run_name = args.run or time.strftime("adv-%Y%m%d-%H%M%S")
     settings = _settings(args, run_name)
     console = Console()
-    stats, path = anyio.run(_generate, settings, run_name, console, backend_options={"use_uvloop": True})
+    with lean_gc():
+        stats, path = anyio.run(_generate, settings, run_name, console, backend_options=event_loop_options())
     # The run is written; now its attacks are screened against each other and every earlier run.
     novelty = screen_run(path, settings["dedup_threshold"], settings["flush_every"])
     stale = novelty["stale_inside"] + novelty["stale_across"]

@@ -6,6 +6,7 @@ prompts/families.yaml.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import re
@@ -60,6 +61,7 @@ class Ctx:
         return attacks.canary_token(self.task_id)
 
 
+@functools.lru_cache(maxsize=4096)
 def _template_of(path: str) -> str:
     return re.sub(r"\[\d+\]", "[*]", path)
 
@@ -99,12 +101,17 @@ def _get(state: dict[str, Any], path: str) -> Any:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _placeholders(phrase: str) -> frozenset[str]:
+    """The {placeholder} names of a phrasing (cached: planning fills the same phrasings every task)."""
+    return frozenset(name for _, name, _, _ in string.Formatter().parse(phrase) if name is not None)
+
+
 def _fill(phrasings: tuple[str, ...], fields: dict[str, Any]) -> tuple[str, ...]:
     """The phrasings whose every {placeholder} names a field at hand, filled in."""
     out = []
     for phrase in phrasings:
-        names = {name for _, name, _, _ in string.Formatter().parse(phrase) if name is not None}
-        if names <= fields.keys():
+        if _placeholders(phrase) <= fields.keys():
             out.append(phrase.format_map(fields))
     return tuple(out)
 

@@ -15,10 +15,15 @@ from factory.plan.context import BUILDERS, SAMPLE_TRIES, Ctx, Expander, secret_v
 # --- planning ---------------------------------------------------------------------------
 
 
-def _sample_indices(seed: int, world: str, index: int) -> list[int]:
-    """The task's own sample first, then fallbacks far from any task's own index, fixed per task."""
-    alts = [int(task_id(seed, world, index)[:8], 16) + (1 << 32) * k for k in range(1, SAMPLE_TRIES)]
-    return [index, *alts]
+def _sample_indices(seed: int, world: str, index: int) -> Iterator[int]:
+    """The task's own sample first, then fallbacks far from any task's own index, fixed per task.
+
+    Lazy: nearly every task takes its own sample, so the fallbacks' hash is rarely needed.
+    """
+    yield index
+    base = int(task_id(seed, world, index)[:8], 16)
+    for k in range(1, SAMPLE_TRIES):
+        yield base + (1 << 32) * k
 
 
 def _plan_one(worlds: list[World], index: int, seed: int, family: str, expand: Expander) -> Task:

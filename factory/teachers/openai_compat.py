@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - depends on the installed openai
 from factory.errors import TeacherUnreachable
 from factory.models import Message, Task
 from factory.teachers.base import TeacherReply, TeacherRequest
+from factory.teachers.http_client import make_http_client
 
 NO_KEY = "sk-no-key-required"  # local servers want no key, but the client insists on one
 FALLBACK_MODEL = "default_model"  # what mlx_lm.server calls the model it was started with
@@ -109,6 +110,7 @@ class OpenAITeacher:
             api_key=api_key or os.environ.get("OPENAI_API_KEY") or NO_KEY,
             max_retries=0,  # the pool retries, with backoff shared across workers
             timeout=timeout,
+            http_client=make_http_client(timeout),
         )
 
     async def resolve_model(self) -> str:
