@@ -30,6 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-adapter", help="adapter for a model-folder --base")
     parser.add_argument("--name", help="eval/<name>/ (default: <run or suite>-<time>)")
     parser.add_argument("--eval-dir", help=f"parent of eval/<name>/ (default {DEFAULTS['eval_dir']})")
+    gate = parser.add_argument_group("gates (the pass/fail verdict)")
+    gate.add_argument(
+        "--gate-asr",
+        type=float,
+        help=f"highest ASR per single-turn attack family (default {DEFAULTS['gate_asr']})",
+    )
+    gate.add_argument(
+        "--gate-over-refusal-margin",
+        type=float,
+        help=f"over-refusal allowed above the base's (default {DEFAULTS['gate_over_refusal_margin']})",
+    )
     decoding = parser.add_argument_group("decoding")
     decoding.add_argument("--max-tokens", type=int, help="per reply")
     decoding.add_argument("--temperature", type=float, help="server students only; default 0 (greedy)")
@@ -121,7 +132,10 @@ def main(args: argparse.Namespace) -> int:
         write_jsonl(out_dir / "base_verdicts.jsonl", [v.to_dict() for v in base_run.verdicts])
         write_jsonl(out_dir / "base_transcripts.jsonl", [vars(t) for t in base_run.transcripts])
 
-    settings = {key: DEFAULTS[key] for key in ("gate_asr", "gate_over_refusal_margin")}
+    settings = {
+        key: DEFAULTS[key] if getattr(args, key) is None else getattr(args, key)
+        for key in ("gate_asr", "gate_over_refusal_margin")
+    }
     summary = summarize(evaluated.verdicts)
     comparison = compare(base_verdicts, evaluated.verdicts, settings) if base_verdicts is not None else None
     verdict_gates = comparison["gates"] if comparison else gates(evaluated.verdicts, None, settings)
