@@ -135,6 +135,19 @@ def task_from_meta(
     return task, []
 
 
+def task_meta(task: Task) -> dict[str, Any]:
+    """The meta keys every record of a planned task starts with: what it is, and what it plants or forges."""
+    return {
+        "id": task.id,
+        "kind": task.kind,
+        "family": task.family,
+        "expect": task.expect,
+        "template": task.world,
+        "canaries": task.target.canaries,
+        "forged": task.target.forged,
+    }
+
+
 def plan_of(task: Task) -> dict[str, Any]:
     """Meta's `plan`: the task less what the record already holds; task_from_plan reverses it.
 

@@ -13,7 +13,7 @@ import anyio
 from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from factory.checkfile import plan_of
+from factory.checkfile import plan_of, task_meta
 from factory.checks import RULES, run_checks
 from factory.dedup import NearDupIndex, dialogue_text
 from factory.errors import FactoryError, TeacherReplyError
@@ -48,13 +48,7 @@ class RunStats:
 
 def _meta(task: Task, teacher: Teacher, prompt: Any, extra: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": task.id,
-        "kind": task.kind,
-        "family": task.family,
-        "expect": task.expect,
-        "template": task.world,
-        "canaries": task.target.canaries,
-        "forged": task.target.forged,
+        **task_meta(task),
         "transform": task.target.transform,
         "field": task.target.field,
         "teacher": teacher.name if teacher.name == "builtin" else "openai",

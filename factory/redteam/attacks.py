@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from factory import transforms
 from factory.attacks import rng_for
-from factory.checkfile import plan_of
+from factory.checkfile import plan_of, task_meta
 from factory.checks import run_checks
 from factory.errors import ConfigError
 from factory.evaluate.suite import EvalItem
@@ -53,16 +53,7 @@ def adversarial_families(names: list[str] | None = None) -> list[str]:
 
 def attack_item(task: Task, user_turns: list[str], reference: list[str]) -> EvalItem:
     """The suite item of an attack: the rendered STATE, the user turns, meta with the exact plan."""
-    meta = {
-        "id": task.id,
-        "kind": task.kind,
-        "family": task.family,
-        "expect": task.expect,
-        "template": task.world,
-        "canaries": task.target.canaries,
-        "forged": task.target.forged,
-        "plan": plan_of(task),  # the checkers rebuild the exact task from it
-    }
+    meta = {**task_meta(task), "plan": plan_of(task)}  # the checkers rebuild the exact task from the plan
     return EvalItem(
         id=task.id,
         family=task.family,
