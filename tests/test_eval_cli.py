@@ -31,6 +31,7 @@ from factory.cli import main as factory_main
 from factory.evaluate.suite import EvalItem, Suite, item_task, load_suite, write_suite
 from factory.mix import families
 from factory.testing.student_server import start_student_server
+from factory.testing.tiny_model import write_random_adapter
 
 Z = 1.959963984540054  # two-sided 95%
 # The adversarial families the ASR gate leaves out: every dialogue of theirs has several user turns.
@@ -559,31 +560,7 @@ def varied_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -
     The 10-iteration adapter collapses to one repeated token on every prompt, which would make
     "both backends say the same" a weak check; varied bytes (often partial UTF-8) make it a real one.
     """
-    import mlx.core as mx
-    import mlx_lm
-    from mlx.utils import tree_flatten, tree_map_with_path
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
-    folder = tmp_path_factory.mktemp("varied_adapter")
-    config = {
-        "fine_tune_type": "lora",
-        "num_layers": 2,
-        "lora_parameters": {"rank": 4, "scale": 20.0, "dropout": 0.0},
-    }
-    model, _ = mlx_lm.load(str(tiny_model))
-    model.freeze()
-    linear_to_lora_layers(model, config["num_layers"], config["lora_parameters"])
-    mx.random.seed(0)
-    noisy = tree_map_with_path(
-        lambda path, w: mx.random.normal(w.shape) * 0.05 if path.endswith("lora_b") else w,
-        model.trainable_parameters(),
-    )
-    model.update(noisy)
-    mx.save_safetensors(
-        str(folder / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters()))
-    )
-    (folder / "adapter_config.json").write_text(orjson.dumps(config).decode())
-    return folder
+    return write_random_adapter(tiny_model, tmp_path_factory.mktemp("varied_adapter"))
 
 
 REPORT_FILES = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import anyio
@@ -23,6 +22,7 @@ from factory.prompts import render_request
 from factory.seeds import load_worlds
 from factory.testing.student_server import start_student_server
 from factory.testing.teacher_server import answer_for
+from factory.testing.tiny_model import write_random_adapter
 
 FAST_POOL = {"retries": 6, "backoff_base": 0.01, "backoff_max": 0.05}
 
@@ -170,34 +170,8 @@ def test_make_student_rejects_what_it_cannot_use(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA adapter folder as mlx_lm.lora writes one, with random (non-zero) B so it changes outputs."""
-    import mlx.core as mx
-    import mlx_lm
-    from mlx.utils import tree_flatten, tree_map_with_path
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
-    folder = tmp_path_factory.mktemp("adapter")
-    config = {
-        "fine_tune_type": "lora",
-        "num_layers": 2,
-        "lora_parameters": {"rank": 4, "scale": 20.0, "dropout": 0.0},
-    }
-    model, _ = mlx_lm.load(str(tiny_model))
-    model.freeze()
-    linear_to_lora_layers(model, config["num_layers"], config["lora_parameters"])
-    mx.random.seed(0)
-    # LoRA starts with B = 0, which would make the adapter a no-op; a trained one is not.
-    model.update(
-        tree_map_with_path(
-            lambda path, w: mx.random.normal(w.shape) * 0.05 if path.endswith("lora_b") else w,
-            model.trainable_parameters(),
-        )
-    )
-    mx.save_safetensors(
-        str(folder / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters()))
-    )
-    (folder / "adapter_config.json").write_text(json.dumps(config))
-    return folder
+    """A LoRA adapter folder as mlx_lm.lora writes one, with random B so it changes outputs."""
+    return write_random_adapter(tiny_model, tmp_path_factory.mktemp("tiny_adapter"))
 
 
 def mlx_items() -> list[EvalItem]:

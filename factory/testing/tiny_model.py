@@ -197,6 +197,39 @@ def build_tiny_model(
     return path
 
 
+def write_random_adapter(model_path: Path, folder: Path, rank: int = 4, seed: int = 0) -> Path:
+    """A LoRA adapter folder as mlx_lm.lora writes one, with random (non-zero) B so it changes outputs.
+
+    LoRA starts with B = 0, which would make the adapter a no-op; a trained one is not.
+    """
+    import mlx.core as mx
+    import mlx_lm
+    from mlx.utils import tree_flatten, tree_map_with_path
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    config = {
+        "fine_tune_type": "lora",
+        "num_layers": 2,
+        "lora_parameters": {"rank": rank, "scale": 20.0, "dropout": 0.0},
+    }
+    model, _ = mlx_lm.load(str(model_path))
+    model.freeze()
+    linear_to_lora_layers(model, config["num_layers"], config["lora_parameters"])
+    mx.random.seed(seed)
+    model.update(
+        tree_map_with_path(
+            lambda path, w: mx.random.normal(w.shape) * 0.05 if path.endswith("lora_b") else w,
+            model.trainable_parameters(),
+        )
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(
+        str(folder / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters()))
+    )
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    return folder
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m factory.testing.tiny_model [PATH] [--preset NAME]`: build a model, or list the presets."""
     import argparse
