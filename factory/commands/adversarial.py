@@ -12,9 +12,9 @@ from typing import Any
 import anyio
 from rich.console import Console
 
-from factory.commands.common import add_teacher_arguments, settings_from_args
-from factory.commands.export import add_holdout_argument, print_export
-from factory.commands.generate import _generate, event_loop_options, lean_gc
+from factory.commands.common import settings_from_args
+from factory.commands.export import print_export
+from factory.commands.generate import _generate, add_run_arguments, event_loop_options, lean_gc
 from factory.defaults import DEFAULTS
 from factory.errors import ConfigError
 from factory.export import export_run, parse_ratios
@@ -36,16 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--run", help="run name under output/ (default adv-<timestamp>); an existing run is resumed"
     )
-    parser.add_argument(
-        "--seed", type=int, help="run seed; the same seed plans the same tasks (default: from the run name)"
-    )
-    parser.add_argument("--output-dir", help="where runs go (default output/)")
-    parser.add_argument("--seeds-dir", help="folder of state templates (default seeds/)")
-    parser.add_argument(
-        "--split-ratios", help=f"train,valid,test shares (default {DEFAULTS['split_ratios']})"
-    )
-    add_holdout_argument(parser, "default: none")
-    add_teacher_arguments(parser)
+    add_run_arguments(parser)
 
 
 def adversarial_mix(names: str | None) -> str:

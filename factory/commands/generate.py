@@ -37,11 +37,16 @@ from factory.teachers import make_teacher
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the generate flags."""
     parser.add_argument("--n", type=int, help=f"tasks to plan (default {DEFAULTS['n']})")
+    parser.add_argument("--mix", help=f"proportions by kind or family (default {DEFAULTS['mix']!r})")
+    parser.add_argument("--run", help="run name under output/; an existing run is resumed")
+    add_run_arguments(parser)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags every run-making command shares (generate, adversarial): seed, folders, export, teacher."""
     parser.add_argument(
         "--seed", type=int, help="run seed; the same seed plans the same tasks (default: from the run name)"
     )
-    parser.add_argument("--mix", help=f"proportions by kind or family (default {DEFAULTS['mix']!r})")
-    parser.add_argument("--run", help="run name under output/; an existing run is resumed")
     parser.add_argument("--output-dir", help="where runs go (default output/)")
     parser.add_argument("--seeds-dir", help="folder of state templates (default seeds/)")
     parser.add_argument(
