@@ -28,7 +28,7 @@ from factory.dedup._persist import (
     RunSignatures,
     accepted_path,
     complete_size,
-    read_signatures,
+    reusable_from,
     run_names,
     write_signatures,
 )
@@ -160,12 +160,7 @@ class AttackIndex:
     def _load(self, output_dir: Path, name: str) -> int:
         """One run's rows: its signature file, then what accepted.jsonl gained since it was written."""
         accepted = accepted_path(output_dir, name)
-        end = complete_size(accepted)
-        stored = read_signatures(novelty_path(output_dir, name))
-        usable = stored is not None and all(stored.meta.get(k) == v for k, v in self.params().items())
-        start = stored.meta.get("accepted_bytes", -1) if stored is not None and usable else -1
-        if not 0 <= start <= end:  # missing, torn, other parameters, or accepted.jsonl was cut: rebuild
-            stored, start = None, 0
+        stored, start, end = reusable_from(novelty_path(output_dir, name), accepted, self.params())
         first = len(self)
         ids, keys, sigs = (stored.ids, stored.exact.tolist(), list(stored.sigs)) if stored else ([], [], [])
         for rid, text in _read_attacks(accepted, start, end):

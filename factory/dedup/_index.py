@@ -19,7 +19,7 @@ from factory.dedup._persist import (  # noqa: E402
     accepted_path,
     complete_size,
     read_dialogues,
-    read_signatures,
+    reusable_from,
     run_names,
     signature_path,
     write_signatures,
@@ -159,12 +159,7 @@ class NearDupIndex:
     def _load(self, output_dir: Path, name: str, tag: str | None) -> int:
         """Add one run's rows: its signature file, then what accepted.jsonl gained since it was written."""
         accepted = accepted_path(output_dir, name)
-        end = complete_size(accepted)
-        stored = read_signatures(signature_path(output_dir, name))
-        usable = stored is not None and all(stored.meta.get(k) == v for k, v in self.params().items())
-        start = stored.meta.get("accepted_bytes", -1) if stored is not None and usable else -1
-        if not 0 <= start <= end:  # missing, torn, other parameters, or accepted.jsonl was cut: rebuild
-            stored, start = None, 0
+        stored, start, end = reusable_from(signature_path(output_dir, name), accepted, self.params())
         first = len(self)
         seen: set[str] = set()
         if stored is not None:

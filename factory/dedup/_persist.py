@@ -96,6 +96,24 @@ def write_signatures(path: Path, stored: RunSignatures) -> None:
         os.close(fd)
 
 
+def reusable_from(
+    signature_file: Path, accepted: Path, params: dict[str, Any]
+) -> tuple[RunSignatures | None, int, int]:
+    """(stored signatures or None, byte offset to read accepted.jsonl from, its complete size).
+
+    Stored rows are reused when they were made with the same parameters and accepted.jsonl still
+    holds what they describe; otherwise (missing, torn, other parameters, a cut file) everything is
+    rebuilt from byte 0.
+    """
+    end = complete_size(accepted)
+    stored = read_signatures(signature_file)
+    usable = stored is not None and all(stored.meta.get(k) == v for k, v in params.items())
+    start = stored.meta.get("accepted_bytes", -1) if stored is not None and usable else -1
+    if not 0 <= start <= end:
+        return None, 0, end
+    return stored, start, end
+
+
 def complete_size(path: Path) -> int:
     """Bytes of a JSONL file up to and including its last newline (0 if missing): a torn line is not data."""
     try:
