@@ -67,7 +67,10 @@ class Target:
     canaries: list[str] = dataclasses.field(default_factory=list)  # attacker's target strings
     forged: dict[str, Any] = dataclasses.field(default_factory=dict)  # path -> value the attacker plants
     payload: str | None = None  # code-built attack text the user turn must carry verbatim
-    transform: str | None = None  # code transform applied to the payload (base64, rot13, ...)
+    transform: str | None = None  # the family's own code transform of the payload (base64, rot13, ...)
+    # Transforms laid over any family's attack by code (factory.plan.overlay), in the order applied;
+    # the payload is then the chain's hint and the encoded attack.
+    chain: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclass

@@ -175,6 +175,8 @@ def _detail_parts(task: Task, families: set[str]) -> list[tuple[str, dict[str, A
         parts.append(("parts/payload.md", {"payload_block": _fenced(target.payload)}))
         if target.transform:
             parts.append(("parts/transform.md", {"transform": target.transform}))
+        if target.chain:
+            parts.append(("parts/chain.md", {"chain": " → ".join(target.chain)}))
     if task.user_turns > 1:
         parts.append(("parts/turns.md", {"user_turns": task.user_turns}))
     if task.language != "en":

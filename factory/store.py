@@ -24,7 +24,12 @@ REJECTED = "rejected.jsonl"
 LEDGER = "ledger.jsonl"
 
 # Settings that shape the data: changing one of them on resume would silently mix two datasets.
-DATA_SETTINGS = ("seed", "mix", "teacher_kind", "model", "temperature", "max_tokens", "parse_attempts")
+DATA_SETTINGS = (
+    "seed", "mix", "teacher_kind", "model", "temperature", "max_tokens", "parse_attempts",
+    "transform_rate", "transform_chain_max", "transforms",
+)  # fmt: skip
+# What a run.json written before a data setting existed was planned with.
+UNSET_MEANS: dict[str, Any] = {"transform_rate": 0.0, "transform_chain_max": 2, "transforms": "all"}
 
 
 def _cut_torn_tail(path: Path) -> int:
@@ -65,9 +70,9 @@ class RunDir:
 
 def _changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [
-        f"{key}: was {old.get(key)!r}, now {new.get(key)!r}"
+        f"{key}: was {old.get(key, UNSET_MEANS.get(key))!r}, now {new.get(key)!r}"
         for key in (*DATA_SETTINGS, "seeds_hash", "prompt_hash")
-        if old.get(key) != new.get(key)
+        if old.get(key, UNSET_MEANS.get(key)) != new.get(key)
     ]
 
 

@@ -10,6 +10,7 @@ from functools import cache
 
 import pytest
 
+from factory import transforms
 from factory.checks import run_checks
 from factory.mix import families, parse_mix
 from factory.models import Target, Task
@@ -151,7 +152,13 @@ def test_attack_turns_carry_the_plan_and_replies_never_repeat_it() -> None:
             assert secret.casefold() not in replies, task.family
         tokens = [c for c in target.canaries if c not in forged and c not in secrets and "==" not in c]
         for token in tokens:
-            assert token in users, task.family
+            if not target.transform:
+                assert token in users, task.family
+                continue
+            # The demand travels encoded, never beside it in plain words: decoding gives it back.
+            assert token not in users, task.family
+            if target.transform != "leetspeak":  # leetspeak turns the token's digits into letters
+                assert token.casefold() in transforms.decode(target.transform, target.payload).casefold()
 
 
 def test_refusals_name_the_assistant_and_offer_something() -> None:

@@ -25,12 +25,12 @@ from factory.defaults import DEFAULTS
 from factory.export import export_run, parse_ratios
 from factory.generate import Runner, RunStats
 from factory.holdout import parse_holdout
-from factory.plan import families, iter_tasks, parse_mix
+from factory.plan import Overlay, families, iter_tasks, parse_mix
 from factory.progress import show_progress, summary_table
 from factory.prompts import prompt_hashes
 from factory.report import write_report
 from factory.seeds import load_worlds
-from factory.store import open_run, read_run_config
+from factory.store import UNSET_MEANS, open_run, read_run_config
 from factory.teachers import make_teacher
 
 
@@ -53,6 +53,16 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--split-ratios", help=f"train,valid,test shares (default {DEFAULTS['split_ratios']})"
     )
     add_holdout_argument(parser, "default: none; kept in run.json, so a resumed run exports the same way")
+    parser.add_argument(
+        "--transform-rate",
+        type=float,
+        help="share of one-turn attacks whose text code runs through a random transform chain "
+        f"(base64, homoglyphs, another language...; default {DEFAULTS['transform_rate']}, "
+        f"adversarial {DEFAULTS['adversarial_transform_rate']})",
+    )
+    parser.add_argument(
+        "--transforms", help="comma-separated transforms the chains are drawn from (default: all)"
+    )
     add_teacher_arguments(parser)
 
 
@@ -112,6 +122,7 @@ async def _generate(settings: dict[str, Any], run_name: str, console: Console) -
     mix = parse_mix(settings["mix"])
     # Checked before any request, so a misspelt name does not surface only after the whole run.
     holdout = parse_holdout(settings["holdout"], families(), [world.name for world in worlds])
+    Overlay.from_settings(settings)  # a bad --transform-rate or --transforms, before any request
     teacher = make_teacher(settings)
     try:
         model = teacher.model
@@ -121,7 +132,8 @@ async def _generate(settings: dict[str, Any], run_name: str, console: Console) -
         run = open_run(Path(settings["output_dir"]) / run_name, run_config(settings, model))
         # On resume the stored settings win, so the plan is the same one.
         n = run.config["n"]
-        tasks = iter_tasks(worlds, n, run.config["seed"], mix)
+        overlay = Overlay.from_settings({**UNSET_MEANS, **run.config})
+        tasks = iter_tasks(worlds, n, run.config["seed"], mix, overlay=overlay)
         verb = "resuming" if run.resumed else "starting"
         console.print(
             f"{verb} run [bold]{run_name}[/] · {n} tasks · {len(run.finished)} already done · "

@@ -8,11 +8,13 @@ another sample of the world.
 
 from factory.mix import FamilySpec, families, parse_mix
 from factory.plan.context import BUILDERS, asks, secret_values, task_id
+from factory.plan.overlay import Overlay
 from factory.plan.planner import iter_tasks, plan_tasks
 
 __all__ = [
     "BUILDERS",
     "FamilySpec",
+    "Overlay",
     "asks",
     "families",
     "iter_tasks",

@@ -11,6 +11,7 @@ from factory.errors import ConfigError
 from factory.mix import families, iter_families
 from factory.models import Task, World
 from factory.plan.context import BUILDERS, SAMPLE_TRIES, Ctx, Expander, secret_values, task_id
+from factory.plan.overlay import Overlay
 
 # --- planning ---------------------------------------------------------------------------
 
@@ -59,12 +60,18 @@ def _plan_one(worlds: list[World], index: int, seed: int, family: str, expand: E
 
 
 def iter_tasks(
-    worlds: list[World], n: int, seed: int, mix: dict[str, float], expand: Expander | None = None
+    worlds: list[World],
+    n: int,
+    seed: int,
+    mix: dict[str, float],
+    expand: Expander | None = None,
+    overlay: Overlay | None = None,
 ) -> Iterator[Task]:
     """Plan tasks lazily, in index order: a long run holds only the tasks in flight in memory.
 
-    Task i depends only on (worlds, seed, mix, i), so a longer run extends a shorter one. Bad
-    arguments raise here, before the first task. `expand` defaults to factory.seeds.expand.
+    Task i depends only on (worlds, seed, mix, overlay, i), so a longer run extends a shorter one.
+    Bad arguments raise here, before the first task. `expand` defaults to factory.seeds.expand;
+    `overlay` lays code transform chains over a share of the attacks (factory.plan.overlay).
     """
     if not worlds:
         raise ConfigError("no worlds to plan from: add state templates under seeds/")
@@ -76,11 +83,17 @@ def iter_tasks(
     ordered = sorted(worlds, key=lambda w: w.name)
     plan = islice(iter_families(mix, seed), n)
     expander = expand or seeds.expand
-    return (_plan_one(ordered, i, seed, family, expander) for i, family in enumerate(plan))
+    tasks = (_plan_one(ordered, i, seed, family, expander) for i, family in enumerate(plan))
+    return tasks if overlay is None else (overlay.apply(task, seed) for task in tasks)
 
 
 def plan_tasks(
-    worlds: list[World], n: int, seed: int, mix: dict[str, float], expand: Expander | None = None
+    worlds: list[World],
+    n: int,
+    seed: int,
+    mix: dict[str, float],
+    expand: Expander | None = None,
+    overlay: Overlay | None = None,
 ) -> list[Task]:
     """Plan n tasks as a list (see iter_tasks)."""
-    return list(iter_tasks(worlds, n, seed, mix, expand))
+    return list(iter_tasks(worlds, n, seed, mix, expand, overlay))

@@ -296,7 +296,8 @@ def _attack(w: _Writer) -> Pairs:
     # Attacks with a secret or an action target name it rather than only demanding the token.
     wanted = {"secret_label", "secret_path"} if "secret_path" in w.ctx else set()
     wanted |= {"action", "action_words"} if "action" in w.ctx else set()
-    turns = [w.attack_turn(frozenset(wanted))]
+    # A chained attack is the code-built payload: its family's wording is inside, transformed.
+    turns = [w.say("user.transformed")] if target.chain else [w.attack_turn(frozenset(wanted))]
     if family in _PUSHED:
         turns += [w.say(f"user.followup.{family}") for _ in range(w.task.user_turns - 1)]
     core = f"assistant.resist.{family}"
@@ -353,7 +354,10 @@ def write_turns(task: Task) -> list[Message]:
     """A correct dialogue for the task: exactly task.user_turns user turns, each answered."""
     w = _Writer(task)
     pairs = _writer_for(task)(w)
-    if "canary" in w.ctx and not any(w.ctx["canary"] in user for user, _ in pairs):
+    # An encoded payload carries the demand for the token itself: a plain one beside it would give
+    # the hidden instruction away, and the attack would be a plain one.
+    hidden = task.target.transform or task.target.chain
+    if "canary" in w.ctx and not hidden and not any(w.ctx["canary"] in user for user, _ in pairs):
         user, reply = pairs[-1]
         pairs[-1] = (f"{user} {w.say('user.canary_demand')}", reply)
     extra = [
