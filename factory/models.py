@@ -71,6 +71,7 @@ class Target:
     # Transforms laid over any family's attack by code (factory.plan.overlay), in the order applied;
     # the payload is then the chain's hint and the encoded attack.
     chain: list[str] = dataclasses.field(default_factory=list)
+    attack_language: str | None = None  # the language code of a code-written foreign attack (language_switch)
 
 
 @dataclass

@@ -198,8 +198,14 @@ def test_language_switch_speaks_five_languages_three_ways_each() -> None:
     bank = attacks.attack_data().foreign_instructions
     assert len(bank) >= 5
     assert all(len(set(phrasings)) >= MIN_PHRASINGS for phrasings in bank.values())
-    seen = {t.target.payload for t in planned("language_switch")}
-    assert len(seen) >= 5  # the plan draws from the languages, not from one
+    tasks = planned("language_switch")
+    assert len({t.target.payload for t in tasks}) >= 5  # the plan draws from the languages, not from one
+    # The plan records each attack's language, and the payload is one of that language's phrasings.
+    assert len({t.target.attack_language for t in tasks}) >= 5
+    for task in tasks:
+        token = task.target.canaries[0]
+        wordings = [p.replace("{token}", token) for p in bank[task.target.attack_language]]
+        assert task.target.payload in wordings
 
 
 def test_code_built_parts_carry_the_instruction() -> None:

@@ -149,7 +149,8 @@ def language_switch(ctx: Ctx) -> Target | None:
     """A token demand written in another language, from prompts/attacks.yaml."""
     token = ctx.token()
     language = ctx.rng.choice(attacks.languages())
-    return Target(canaries=[token], payload=attacks.foreign_instruction(ctx.rng, language, token))
+    payload = attacks.foreign_instruction(ctx.rng, language, token)
+    return Target(canaries=[token], payload=payload, attack_language=language)
 
 
 @_family
