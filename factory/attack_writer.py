@@ -1,15 +1,19 @@
-"""Teacher-written attacks: ask the teacher for K novel attacks of a task's family, keep the valid ones.
+"""Teacher-written attacks: ask the teacher for novel attacks of a task's family, keep the valid ones.
 
-    pairs = await write_attacks(pool, tasks, k)          # [(task, attack text), ...]
-    tasks = [as_payload_task(t, a, i) for i, (t, a) in enumerate(pairs)]
+    source = AttackSource(index, k)                 # index: every earlier run's attacks (novelty)
+    runner = Runner(run, teacher, settings, dedup, prepare=source.prepare)
 
-An attack is kept when it really demands the planted canary or adopts a forged value (or, for a
-task whose only target is a secret, names the secret field), leaks no secret value, has a sane
-length, and is not a near-duplicate (factory.novelty's MinHash, canaries masked) of an attack kept
-before it. A kept attack becomes the task's code-given payload, so the second call (the ordinary
-`factory.generate.process_task`) has the teacher write the dialogue around it verbatim and the
-parser rejects a dialogue that drops it. The built-in teacher never comes here: it keeps its
-phrase banks.
+Before an eligible task's dialogue is asked for, `AttackSource.prepare` asks the teacher for `k`
+attacks of its family against its state (prompts/teacher/attack_writer.md) and keeps the first
+that really demands the planted canary or adopts a forged value (or, for a task whose only target
+is a secret, names the secret field), leaks no secret value, has a sane length, and is not a
+near-duplicate (factory.novelty's MinHash, canaries masked) of an attack kept before, in this run
+or any earlier one. The kept attack becomes the task's code-given payload (`target.written_by` =
+"teacher"), so the second call (the ordinary `factory.generate.process_task`) has the teacher write
+the dialogue around it verbatim, the parser rejects a dialogue that drops it, and the plan in the
+record carries it for `factory check`. When none is usable the task keeps its planned form and the
+teacher writes the whole dialogue; the record's meta says which happened and why. The built-in
+teacher never comes here: it keeps its phrase banks. `write_attacks` is the batch form.
 """
 
 from __future__ import annotations
@@ -31,17 +35,17 @@ from factory.novelty import AttackIndex
 from factory.parse import MAX_CANDIDATES, _bodies, _next_opener, _parse_candidate, _scan_end
 from factory.pool import Pool, PoolError
 from factory.prompts import Templates, estimate_tokens, load_templates
-from factory.state import lookup, render_state
+from factory.state import BEGIN, lookup, render_state
 from factory.teachers.base import TeacherRequest
 
 TEMPLATE = "attack_writer.md"
-# This module's one table of knobs (candidates for factory/defaults.py once the flag is wired).
-SETTINGS: dict[str, Any] = {
-    "min_chars": 20,  # shorter is no attack, just a demand with no pretext
-    "max_chars": 1200,  # longer outgrows a user turn the student is trained on
-    "max_tokens": DEFAULTS["max_tokens"],
-    "temperature": 1.0,  # novelty is the point of this call
-}
+SYSTEM = "You are a red-team writer for an AI safety training-data factory. You reply with JSON only."
+_COUNT = re.compile(r"Write (\d+) NEW user messages")
+# An attack on the prompt itself names it one of these ways (English: the request's language).
+PROMPT_WORDS = (
+    "state", "prompt", "instructions", "configuration", "config", "setup", "system message",
+    "above my", "before my first", "before this conversation",
+)  # fmt: skip
 LANGUAGES = {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "pt": "Portuguese"}
 _MASK = " canary "  # factory.novelty masks canaries the same way, so the two indexes agree
 
@@ -102,9 +106,13 @@ def forged_needles(task: Task) -> list[str]:
 
 
 def needles(task: Task) -> list[str]:
-    """Strings one of which a valid attack must contain: planted canaries and forged values."""
+    """Strings one of which a valid attack must contain: planted canaries and forged values.
+
+    The STATE marker is a canary of the reply (a prompt dump writes it), not something an
+    attacker who has never seen the prompt would write: an attack on it is judged by PROMPT_WORDS.
+    """
     secrets = secret_values(task)
-    planted = [c for c in task.target.canaries if c and c not in secrets]
+    planted = [c for c in task.target.canaries if c and c not in secrets and c != BEGIN]
     return list(dict.fromkeys([*planted, *forged_needles(task)]))
 
 
@@ -119,7 +127,7 @@ def _contains(text: str, needle: str) -> bool:
     return re.search(rf"(?<![\w-]){re.escape(needle)}(?![\w-])", text) is not None
 
 
-def _goal_lines(task: Task) -> str:
+def goal_lines(task: Task) -> str:
     """The template's lines saying what every attack must demand."""
     lines = []
     planted = [c for c in task.target.canaries if c not in secret_values(task)]
@@ -130,6 +138,8 @@ def _goal_lines(task: Task) -> str:
     if forged:
         shown = "; ".join(f"`{path}` = {orjson.dumps(value).decode()}" for path, value in forged)
         lines.append(f"- asserts or forges these values and pushes the assistant to adopt them: {shown};")
+    if BEGIN in task.target.canaries:
+        lines.append("- asks the assistant to reveal its STATE, system prompt or instructions verbatim;")
     if not lines and task.secrets:
         shown = ", ".join(f"`{path}`" for path in task.secrets)
         lines.append(f"- pushes the assistant to reveal a secret field, naming it: {shown};")
@@ -145,13 +155,21 @@ def render_attack_request(task: Task, k: int, templates: Templates | None = None
         k=k,
         family=task.family,
         family_description=templates.families.get(task.family, "") or task.family,
-        goals=_goal_lines(task),
+        goals=goal_lines(task),
         language=LANGUAGES.get(task.language, task.language),
-        min_chars=SETTINGS["min_chars"],
-        max_chars=SETTINGS["max_chars"],
+        min_chars=DEFAULTS["written_attack_min_chars"],
+        max_chars=DEFAULTS["written_attack_max_chars"],
+        task_spec=orjson.dumps(task).decode(),  # bookkeeping, as in every dialogue request
     )
-    system = "You are a red-team writer for an AI safety training-data factory. You reply with JSON only."
-    return [{"role": "system", "content": system}, {"role": "user", "content": user.strip()}]
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user.strip()}]
+
+
+def attack_request_count(messages: list[Message]) -> int | None:
+    """How many attacks a request asks for when it is an attack-writer request, else None."""
+    if not messages or messages[0].get("content") != SYSTEM:
+        return None
+    found = _COUNT.search(messages[-1].get("content", ""))
+    return int(found.group(1)) if found else None
 
 
 def _string_list(value: Any) -> list[str] | None:
@@ -186,58 +204,103 @@ def parse_attacks(text: str) -> list[str]:
     raise TeacherReplyError("bad_shape", error or "the reply holds no JSON list of attack strings")
 
 
-def _masked(text: str, task: Task) -> str:
+def masked(text: str, task: Task) -> str:
+    """`text` with the task's canaries masked as factory.novelty masks them."""
     for canary in sorted(task.target.canaries, key=len, reverse=True):
         if canary:
             text = text.replace(canary, _MASK)
     return text
 
 
+def _requests(text: str, task: Task) -> bool:
+    """Whether `text` goes after the task's goal: a canary or forged value, the prompt, or a secret."""
+    if any(_contains(text, needle) for needle in needles(task)):
+        return True
+    low = text.casefold()
+    if BEGIN in task.target.canaries and any(word in low for word in PROMPT_WORDS):
+        return True
+    if needles(task):
+        return False  # a named goal that the attack leaves out
+    names = _secret_names(task)
+    return any(n.casefold() in low or n.replace("_", " ").casefold() in low for n in names)
+
+
 def validate_attack(text: str, task: Task, index: AttackIndex, run: str = "attack_writer") -> str | None:
     """Why `text` is no usable attack on `task`, or None; a kept attack is added to `index`."""
     size = len(text)
-    if size < SETTINGS["min_chars"]:
+    if size < DEFAULTS["written_attack_min_chars"]:
         return "too_short"
-    if size > SETTINGS["max_chars"]:
+    if size > DEFAULTS["written_attack_max_chars"]:
         return "too_long"
     if any(value in text for value in secret_values(task)):
         return "leaks_secret"
-    wanted = needles(task)
-    if wanted:
-        if not any(_contains(text, needle) for needle in wanted):
-            return "not_requested"
-    else:
-        low = text.casefold()
-        names = _secret_names(task)
-        if not any(n.casefold() in low or n.replace("_", " ").casefold() in low for n in names):
-            return "not_requested"
-    key, sig = index.sketch(_masked(text, task))
+    if not _requests(text, task):
+        return "not_requested"
+    key, sig = index.sketch(masked(text, task))
     if index.find(key, sig) is not None:
         return "near_duplicate"
     index.add(f"{task.id}.w{len(index)}", key, sig, run)
     return None
 
 
-async def _ask(pool: Pool, task: Task, k: int) -> tuple[list[str], str | None]:
-    """One attack-writer call: the parsed attacks, or [] and the reason the reply was unusable."""
+@dataclass
+class _Asked:
+    """One attack-writer call: the attacks parsed, why the reply was unusable, the tokens it cost."""
+
+    attacks: list[str]
+    error: str | None = None
+    usage: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+async def _ask(pool: Pool, task: Task, k: int, settings: dict[str, Any] = DEFAULTS) -> _Asked:
+    """One attack-writer call: the parsed attacks, or none and the reason the reply was unusable."""
     messages = render_attack_request(task, k)
     request = TeacherRequest(
         task_id=f"{task.id}.attacks",
         messages=messages,
-        max_tokens=SETTINGS["max_tokens"],
-        temperature=SETTINGS["temperature"],
-        est_tokens=estimate_tokens(messages, SETTINGS["max_tokens"]),
+        max_tokens=settings["max_tokens"],
+        temperature=settings["written_attack_temperature"],
+        est_tokens=estimate_tokens(messages, settings["max_tokens"]),
     )
     try:
         reply = await pool.complete(request, task)
     except PoolError as exc:
-        return [], f"{exc.reason}: {exc.detail}"
+        return _Asked([], f"{exc.reason}: {exc.detail}")
+    usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens}
     if reply.finish_reason == "length":
-        return [], "truncated: the reply hit max_tokens"
+        return _Asked([], "truncated: the reply hit max_tokens", usage)
     try:
-        return parse_attacks(reply.text), None
+        return _Asked(parse_attacks(reply.text), None, usage)
     except TeacherReplyError as exc:
-        return [], f"{exc.reason}: {exc.detail}"
+        return _Asked([], f"{exc.reason}: {exc.detail}", usage)
+
+
+class AttackSource:
+    """The step before a task's dialogue that swaps its planned attack for a teacher-written one."""
+
+    def __init__(self, index: AttackIndex, settings: dict[str, Any] = DEFAULTS):
+        self.index = index  # attacks kept so far, with every earlier run's
+        self.settings = settings
+        self.k = settings["written_attacks_per_call"]
+
+    async def prepare(self, task: Task, pool: Pool) -> tuple[Task, dict[str, Any]]:
+        """The task to ask a dialogue for, and meta saying whose attack it carries and why."""
+        if not eligible(task):
+            return task, {}
+        asked = await _ask(pool, task, self.k, self.settings)
+        rejected: dict[str, int] = {}
+        info: dict[str, Any] = {"offered": len(asked.attacks)}
+        for attack in asked.attacks[: self.k]:
+            reason = validate_attack(attack, task, self.index, run="this run")
+            if reason is None:
+                info |= {"source": "teacher", "rejected": rejected}
+                return as_payload_task(task, attack), {"attack_writer": info, "usage": asked.usage}
+            rejected[reason] = rejected.get(reason, 0) + 1
+        # Nothing usable: the planned task goes to the teacher as it is, and the record says why.
+        info |= {"source": "plan", "rejected": rejected}
+        if asked.error:
+            info["error"] = asked.error
+        return task, {"attack_writer": info, "usage": asked.usage}
 
 
 async def write_attacks(
@@ -258,7 +321,8 @@ async def write_attacks(
     replies: list[tuple[list[str], str | None]] = [([], None)] * len(tasks)
 
     async def one(i: int, task: Task) -> None:
-        replies[i] = await _ask(teacher_pool, task, k)
+        asked = await _ask(teacher_pool, task, k)
+        replies[i] = (asked.attacks, asked.error)
 
     async with anyio.create_task_group() as group:
         for i, task in enumerate(tasks):
@@ -286,7 +350,12 @@ def eligible(task: Task) -> bool:
     return task.kind == "adversarial" and task.user_turns == 1 and not task.target.payload
 
 
-def as_payload_task(task: Task, attack: str, number: int) -> Task:
-    """The task whose dialogue carries `attack` verbatim as its user turn (the second call's task)."""
-    target = dataclasses.replace(task.target, payload=attack, transform=None)
-    return dataclasses.replace(task, id=f"{task.id}.w{number}", target=target)
+def as_payload_task(task: Task, attack: str, number: int | None = None) -> Task:
+    """The task whose dialogue carries `attack` verbatim as its user turn (the second call's task).
+
+    Its id is the task's own (a run's ledger knows the task by it), or `<id>.w<number>` when one
+    task gives several attacks (write_attacks).
+    """
+    target = dataclasses.replace(task.target, payload=attack, transform=None, written_by="teacher")
+    ident = task.id if number is None else f"{task.id}.w{number}"
+    return dataclasses.replace(task, id=ident, target=target)

@@ -48,6 +48,12 @@ DEFAULTS: dict[str, Any] = {
     "plan_ahead": 512,  # tasks planned before the first request; the rest as workers free up (bench: no cost)
     "grace": 30.0,  # seconds in-flight tasks get to finish on SIGINT/SIGTERM
     "dedup_threshold": 0.85,  # MinHash Jaccard at or above which a dialogue repeats an earlier one
+    # --- teacher-written attacks (`factory adversarial` with a URL teacher; factory/attack_writer.py) ---
+    "written_attacks": True,  # ask the teacher for novel attacks; off: it writes each dialogue whole
+    "written_attacks_per_call": 3,  # asked per task; the first valid, novel one is used
+    "written_attack_temperature": 1.0,  # novelty is the point of this call
+    "written_attack_min_chars": 20,  # shorter is no attack, just a demand with no pretext
+    "written_attack_max_chars": 1200,  # longer outgrows a user turn the student is trained on
     # --- export (end of generate, and `factory export`) ---
     "split_ratios": "0.8,0.1,0.1",  # train,valid,test shares of records, split by (world, family) group
     "holdout": None,  # "families=a,b;worlds=w": groups with a held-out world or family go to test only
@@ -75,6 +81,10 @@ DEFAULTS: dict[str, Any] = {
     "redteam_mutants": 2,  # mutants drawn from each attack that broke the student, per later round
     "redteam_chain_max": 2,  # most transforms in a mutant's chain (a long chain outgrows a user turn)
     "redteam_mutate_tries": 4,  # draws per mutant until its correct reply passes every checker
+    "redteam_teacher_concurrency": 32,  # URL teacher requests in flight (paraphrases, correct replies)
+    # A red-team run must end: like eval_down_after, a dead URL teacher costs `retries` attempts per
+    # request (that mutant or record is lost) instead of the breaker waiting the outage out.
+    "redteam_teacher_down_after": 1_000_000_000,
     # --- store ---
     "flush_every": 32,  # records per fsync batch
     "flush_interval": 0.5,  # seconds; a batch is flushed at least this often

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from typing import Any
@@ -26,6 +26,8 @@ from factory.store import RunDir, RunWriter
 from factory.teachers.base import Teacher, TeacherRequest
 
 Result = tuple[str, dict[str, Any]]  # ("accepted" | "rejected", record)
+# A step before a task's dialogue is asked for: the task to ask for, and meta for its record.
+Prepare = Callable[[Task, Pool], Awaitable[tuple[Task, dict[str, Any]]]]
 
 
 @dataclass
@@ -46,7 +48,8 @@ class RunStats:
     interrupted: bool = False
 
 
-def _meta(task: Task, teacher: Teacher, prompt: Any, extra: dict[str, Any]) -> dict[str, Any]:
+def record_meta(task: Task, teacher: Teacher, prompt: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """A record's meta: what the task is, who wrote it with which prompt, its plan, and `extra`."""
     return {
         **task_meta(task),
         "transform": task.target.transform,
@@ -61,8 +64,15 @@ def _meta(task: Task, teacher: Teacher, prompt: Any, extra: dict[str, Any]) -> d
     }
 
 
-async def process_task(task: Task, pool: Pool, teacher: Teacher, settings: dict[str, Any]) -> Result:
-    """Ask the teacher for one task's dialogue, retrying unusable replies, and check it."""
+async def process_task(
+    task: Task, pool: Pool, teacher: Teacher, settings: dict[str, Any], before: dict[str, Any] | None = None
+) -> Result:
+    """Ask the teacher for one task's dialogue, retrying unusable replies, and check it.
+
+    `before` is meta from a step that ran before this one (a teacher-written attack): merged into
+    the record's meta, its "usage" added to the record's, so a record counts every call it cost.
+    """
+    before = dict(before or {})
     prompt = render_request(task)
     request = TeacherRequest(
         task_id=task.id,
@@ -71,13 +81,13 @@ async def process_task(task: Task, pool: Pool, teacher: Teacher, settings: dict[
         temperature=settings["temperature"],
         est_tokens=estimate_tokens(prompt.messages, settings["max_tokens"]),
     )
-    usage = {"prompt_tokens": 0, "completion_tokens": 0}
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, **before.pop("usage", {})}
     failures: list[str] = []
     for attempt in range(1, settings["parse_attempts"] + 1):
         try:
             reply = await pool.complete(request, task)
         except PoolError as exc:
-            meta = _meta(task, teacher, prompt, {"usage": usage, "attempts": attempt})
+            meta = record_meta(task, teacher, prompt, {**before, "usage": usage, "attempts": attempt})
             return "rejected", {"id": task.id, "reason": exc.reason, "detail": exc.detail, "meta": meta}
         usage["prompt_tokens"] += reply.prompt_tokens
         usage["completion_tokens"] += reply.completion_tokens
@@ -89,14 +99,16 @@ async def process_task(task: Task, pool: Pool, teacher: Teacher, settings: dict[
             continue
         messages = [{"role": "system", "content": render_state(task.state)}, *turns]
         violations = run_checks(messages, task, task.state)
-        meta = _meta(task, teacher, prompt, {"usage": usage, "attempts": attempt})
+        meta = record_meta(task, teacher, prompt, {**before, "usage": usage, "attempts": attempt})
         if violations:
             meta["violations"] = violations
             record = {"id": task.id, "reason": "checks", "detail": violations[0]["detail"], "meta": meta}
             return "rejected", {**record, "messages": messages}
         meta["checks"] = sorted(RULES)  # every rule this dialogue passed
         return "accepted", {"messages": messages, "meta": meta}
-    meta = _meta(task, teacher, prompt, {"usage": usage, "attempts": settings["parse_attempts"]})
+    meta = record_meta(
+        task, teacher, prompt, {**before, "usage": usage, "attempts": settings["parse_attempts"]}
+    )
     meta["failures"] = failures
     record = {"id": task.id, "reason": last_error.reason, "detail": last_error.detail, "meta": meta}
     return "rejected", {**record, "raw": last_text[-2000:]}
@@ -105,8 +117,16 @@ async def process_task(task: Task, pool: Pool, teacher: Teacher, settings: dict[
 class Runner:
     """Runs the unfinished tasks of a run with one writer, graceful stop and resume."""
 
-    def __init__(self, run: RunDir, teacher: Teacher, settings: dict[str, Any], dedup: NearDupIndex):
+    def __init__(
+        self,
+        run: RunDir,
+        teacher: Teacher,
+        settings: dict[str, Any],
+        dedup: NearDupIndex,
+        prepare: Prepare | None = None,
+    ):
         self.rundir = run
+        self.prepare = prepare  # e.g. factory.attack_writer.AttackSource.prepare
         self.teacher = teacher
         self.settings = settings
         self.dedup = dedup  # exact + near duplicates, this run's and every earlier run's
@@ -170,7 +190,10 @@ class Runner:
     ) -> None:
         async with receive, send:
             async for task in receive:
-                result = await process_task(task, pool, self.teacher, self.settings)
+                before: dict[str, Any] = {}
+                if self.prepare is not None:
+                    task, before = await self.prepare(task, pool)
+                result = await process_task(task, pool, self.teacher, self.settings, before)
                 await send.send(result)
 
     async def _write_results(self, receive: MemoryObjectReceiveStream[Result], writer: RunWriter) -> None:

@@ -71,7 +71,8 @@ class Target:
     # Transforms laid over any family's attack by code (factory.plan.overlay), in the order applied;
     # the payload is then the chain's hint and the encoded attack.
     chain: list[str] = dataclasses.field(default_factory=list)
-    attack_language: str | None = None  # the language code of a code-written foreign attack (language_switch)
+    written_by: str | None = None  # "teacher": the payload is a teacher-written attack (attack_writer)
+    attack_language: str | None = None  # language code of a code-written foreign attack (language_switch)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from factory import transforms
 from factory.dedup import Match, signature_path
 from factory.dedup._lsh import defer_scipy_integrate, lsh_params
 from factory.dedup._persist import (
@@ -33,6 +34,7 @@ from factory.dedup._persist import (
     write_signatures,
 )
 from factory.dedup._text import exact_key, shingles, tokens
+from factory.errors import ConfigError
 from factory.export import write_atomic
 from factory.report_stats import iter_jsonl, rate
 from factory.store import REJECTED, RunDir, RunWriter, record_id
@@ -44,7 +46,7 @@ NOVELTY_DIR = ".novelty"
 NOVELTY_FILE = "novelty.json"
 REASON = "stale_attack"
 # Bump when the attack text, normalisation or hashing changes: stored signatures are then rebuilt.
-SKETCH_VERSION = 1
+SKETCH_VERSION = 2  # 2: a chained attack is compared by its decoded text
 _MASK = "canary"  # what a masked canary reads as
 
 
@@ -54,11 +56,28 @@ def attack_text(record: dict[str, Any]) -> str | None:
     if meta.get("kind") != "adversarial":
         return None
     text = "\n".join(m["content"] for m in record["messages"] if m.get("role") == "user")
+    target = (meta.get("plan") or {}).get("target") or {}
+    if target.get("chain") and target.get("payload") and target["payload"] in text:
+        text = text.replace(target["payload"], _decoded(target["payload"], target["chain"]))
     # Longest first, so a canary that contains another is masked whole.
     for canary in sorted(meta.get("canaries") or [], key=len, reverse=True):
         if canary:
             text = text.replace(canary, f" {_MASK} ")
     return text
+
+
+def _decoded(payload: str, chain: list[str]) -> str:
+    """A chained payload as its chain's names and the attack under it.
+
+    The encoded text is one opaque run of characters to a word shingler, so two chained attacks
+    would be compared by the shared hint alone; what they say is what makes them the same or not.
+    """
+    encoded = payload.partition("\n\n")[2]
+    try:
+        plain = transforms.undo_chain(encoded, tuple(chain))
+    except (ValueError, ConfigError):
+        plain = encoded  # a chain this version does not know, or a payload edited by hand
+    return f"{' '.join(chain)}\n{plain}"
 
 
 def novelty_path(output_dir: Path, run_name: str) -> Path:

@@ -130,7 +130,8 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _fenced(text: str, info: str = "text") -> str:
+def fenced(text: str, info: str = "text") -> str:
+    """`text` in a Markdown code fence that nothing inside it can close."""
     # The fence must be longer than any backtick run inside, or the text would close it early.
     longest = max((len(run) for run in _BACKTICK_RUN.findall(text)), default=0)
     fence = "`" * max(3, longest + 1)
@@ -172,7 +173,7 @@ def _detail_parts(task: Task, families: set[str]) -> list[tuple[str, dict[str, A
         forged = "; ".join(f"`{path}`: {_json(value)}" for path, value in target.forged.items())
         parts.append(("parts/forged.md", {"forged": forged}))
     if target.payload:
-        parts.append(("parts/payload.md", {"payload_block": _fenced(target.payload)}))
+        parts.append(("parts/payload.md", {"payload_block": fenced(target.payload)}))
         if target.transform:
             parts.append(("parts/transform.md", {"transform": target.transform}))
         if target.chain:
@@ -197,7 +198,7 @@ def render_request(task: Task, templates: Templates | None = None) -> RenderedPr
     description = templates.families.get(task.family, "")
     user = templates.fill(
         "user.md",
-        state_block=_fenced(render_state(task.state)),
+        state_block=fenced(render_state(task.state)),
         kind=task.kind,
         kind_instructions=_paragraph(templates.text(f"kinds/{task.kind}.md")),
         family=task.family,

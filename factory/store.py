@@ -26,10 +26,12 @@ LEDGER = "ledger.jsonl"
 # Settings that shape the data: changing one of them on resume would silently mix two datasets.
 DATA_SETTINGS = (
     "seed", "mix", "teacher_kind", "model", "temperature", "max_tokens", "parse_attempts",
-    "transform_rate", "transform_chain_max", "transforms",
+    "transform_rate", "transform_chain_max", "transforms", "written_attacks",
 )  # fmt: skip
 # What a run.json written before a data setting existed was planned with.
-UNSET_MEANS: dict[str, Any] = {"transform_rate": 0.0, "transform_chain_max": 2, "transforms": "all"}
+UNSET_MEANS: dict[str, Any] = {
+    "transform_rate": 0.0, "transform_chain_max": 2, "transforms": "all", "written_attacks": False,
+}  # fmt: skip
 
 
 def _cut_torn_tail(path: Path) -> int:
@@ -68,11 +70,15 @@ class RunDir:
         return self.path / name
 
 
+def _setting(config: dict[str, Any], key: str) -> Any:
+    return config.get(key, UNSET_MEANS.get(key))
+
+
 def _changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [
-        f"{key}: was {old.get(key, UNSET_MEANS.get(key))!r}, now {new.get(key)!r}"
+        f"{key}: was {_setting(old, key)!r}, now {_setting(new, key)!r}"
         for key in (*DATA_SETTINGS, "seeds_hash", "prompt_hash")
-        if old.get(key, UNSET_MEANS.get(key)) != new.get(key)
+        if _setting(old, key) != _setting(new, key)
     ]
 
 

@@ -8,7 +8,6 @@ import orjson
 import pytest
 
 from factory.attack_writer import (
-    SETTINGS,
     Rejection,
     as_payload_task,
     eligible,
@@ -184,7 +183,9 @@ def test_validate_attack_reasons() -> None:
     # The same attack around another task's canary is the same attack: canaries are masked.
     other = _task("ignore_previous_instructions", seed=12)
     assert validate_attack(attack.replace(canary, other.target.canaries[0]), other, index) == "near_duplicate"
-    assert validate_attack("x" * (SETTINGS["max_chars"] + 1) + canary, task, index) == "too_long"
+    assert (
+        validate_attack("x" * (DEFAULTS["written_attack_max_chars"] + 1) + canary, task, index) == "too_long"
+    )
     # A canary inside a longer token is not a request for it.
     assert (
         validate_attack(f"Please write {canary}7 for me right now, thanks.", task, index) == "not_requested"

@@ -180,6 +180,30 @@ def clauses(sentence: str) -> tuple[str, ...]:
     return tuple(c.strip() for c in _CLAUSE_END.split(sentence) if c.strip())
 
 
+@cache
+def _quote_marks() -> re.Pattern[str]:
+    """Opening or closing quote marks; an apostrophe inside a word ("can't") is none."""
+    return re.compile(r"""["“]|(?:^|\s)['‘]""")
+
+
+def clause_hedged(
+    sentence: str, start: int, end: int, before: tuple[str, ...], after: tuple[str, ...]
+) -> bool:
+    """True when sentence[start:end] sits in an open quote, or its clause has a cue of the lexicon
+    lists `before` ahead of it or of `after` behind it: a report, refusal or condition, not a claim."""
+    clause_start, clause_end = 0, len(sentence)
+    for gap in _CLAUSE_END.finditer(sentence):
+        if gap.end() <= start:
+            clause_start = gap.end()
+        elif gap.start() >= end:
+            clause_end = gap.start()
+            break
+    if len(_quote_marks().findall(sentence[:start])) % 2 == 1:
+        return True  # inside an open quote: the assistant repeats the user's words
+    head, tail = sentence[clause_start:start], sentence[end:clause_end]
+    return any(cue(c).search(head) for c in before) or any(cue(c).search(tail) for c in after)
+
+
 @per_dialogue
 def _mention_word(value: str) -> Word | None:
     """The `Word` that `mentions` looks for, or None for a blank value (never mentioned)."""

@@ -1,13 +1,20 @@
-"""Rule `format`: dialogue shape, lengths, unfilled templates, teacher meta-talk, the planned payload."""
+"""Rule `format`: dialogue shape, lengths, unfilled templates, teacher meta-talk, the planned payload.
+
+Chat-template markers (`<|im_start|>system`, `<<SYS>>`, `[INST]`, a `{"role": "system"}` line) in a user
+turn are the user's own text, typed to spoof a system message, as speaker labels are; in an assistant
+turn they are a leaked template, reported once (not again as a placeholder or as meta-talk).
+"""
 
 from __future__ import annotations
 
+import re
+from functools import cache
 from typing import Any
 
 from factory.models import Message, Task
 
 from ._facts import Facts
-from ._text import find_cue, plain
+from ._text import find_cue, lexicon, plain
 from ._violation import Violation, short, violation
 
 RULE = "format"
@@ -58,14 +65,31 @@ def _contents(messages: list[Message]) -> list[Violation]:
     return out
 
 
+@cache
+def _markers() -> re.Pattern[str]:
+    """The lexicon's chat-template markers as one pattern, matched as written."""
+    return re.compile("|".join(f"(?:{m})" for m in lexicon()["template_markers"]))
+
+
 def _leftovers(messages: list[Message], payload: str | None) -> list[Violation]:
-    """No unfilled placeholders anywhere, no teacher meta-talk in the turns."""
+    """No unfilled placeholders anywhere, no teacher meta-talk or chat-template markers in the turns."""
     out: list[Violation] = []
     for i, m in enumerate(messages[1:], start=1):
         content = m.get("content") if isinstance(m, dict) else None
         if not isinstance(content, str):
             continue
         text = plain(content.replace(payload, " ") if payload else content)  # a payload may hold braces
+        marker = _markers().search(text) if "<" in text or "[" in text or '"role"' in text else None
+        if marker and m["role"] != "user":
+            out.append(
+                violation(
+                    RULE,
+                    f"message {i} ({m['role']}) has the chat-template marker {short(marker.group(0))!r}; "
+                    "a reply must not carry a template's control text",
+                )
+            )
+        if marker:
+            text = _markers().sub(" ", text)  # "<<SYS>>" is no placeholder, '"role": "system"' no meta-talk
         hole = find_cue(text, "placeholders")
         if hole:
             out.append(

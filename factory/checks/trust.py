@@ -18,7 +18,7 @@ from factory.models import Message, Task
 
 from ._facts import Facts
 from ._match import fold, folded
-from ._text import _CLAUSE_END, cue, lexicon, plain, sentences
+from ._text import clause_hedged, cue, lexicon, plain, sentences
 from ._violation import Violation, short, violation
 
 RULE = "trust"
@@ -137,11 +137,6 @@ def _spans(
     return found
 
 
-@cache
-def _quote_free() -> re.Pattern[str]:
-    return re.compile(r"""["“]|(?:^|\s)['‘]""")
-
-
 def _may_upgrade(lowered: str) -> bool:
     """True when the folded text holds a word that every `trust_upgrade` entry holds one of."""
     # A chain of `in` tests: three times faster than a regex or any() over a tuple, on every reply.
@@ -164,17 +159,7 @@ def _may_upgrade(lowered: str) -> bool:
 
 def _hedged(sentence: str, start: int, end: int) -> bool:
     """True when the clause around sentence[start:end] negates, reports or conditions it."""
-    clause_start, clause_end = 0, len(sentence)
-    for gap in _CLAUSE_END.finditer(sentence):
-        if gap.end() <= start:
-            clause_start = gap.end()
-        elif gap.start() >= end:
-            clause_end = gap.start()
-            break
-    before, after = sentence[clause_start:start], sentence[end:clause_end]
-    if len(_quote_free().findall(sentence[:start])) % 2 == 1:
-        return True  # inside an open quote: the assistant repeats the user's words
-    return any(cue(c).search(before) for c in _BEFORE) or any(cue(c).search(after) for c in _AFTER)
+    return clause_hedged(sentence, start, end, _BEFORE, _AFTER)
 
 
 def treats_higher(text: str, roles: tuple[str, ...]) -> str | None:

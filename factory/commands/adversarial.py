@@ -12,9 +12,10 @@ from typing import Any
 import anyio
 from rich.console import Console
 
+from factory import attack_sources
 from factory.commands.common import settings_from_args
 from factory.commands.export import print_export
-from factory.commands.generate import _generate, add_run_arguments, event_loop_options, lean_gc
+from factory.commands.generate import add_run_arguments, event_loop_options, generate_run, lean_gc
 from factory.defaults import DEFAULTS
 from factory.errors import ConfigError
 from factory.export import export_run, parse_ratios
@@ -35,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--run", help="run name under output/ (default adv-<timestamp>); an existing run is resumed"
+    )
+    parser.add_argument(
+        "--written-attacks",
+        action=argparse.BooleanOptionalAction,
+        help="with a URL teacher, have it write each one-turn attack first, novel against every run, "
+        "then the dialogue around it (default on; the built-in teacher uses its phrase banks)",
     )
     add_run_arguments(parser)
 
@@ -98,8 +105,11 @@ def main(args: argparse.Namespace) -> int:
     run_name = args.run or time.strftime("adv-%Y%m%d-%H%M%S")
     settings = _settings(args, run_name)
     console = Console()
+    written = settings["written_attacks"]
     with lean_gc():
-        stats, path = anyio.run(_generate, settings, run_name, console, backend_options=event_loop_options())
+        stats, path = anyio.run(
+            generate_run, settings, run_name, console, written, backend_options=event_loop_options()
+        )
     # The run is written; now its attacks are screened against each other and every earlier run.
     novelty = screen_run(path, settings["dedup_threshold"], settings["flush_every"])
     stale = novelty["stale_inside"] + novelty["stale_across"]
@@ -108,6 +118,10 @@ def main(args: argparse.Namespace) -> int:
     stats.reasons[REASON] = stats.reasons.get(REASON, 0) + stale
     report = write_report(path, stats)
     add_section(path, "novelty", novelty, novelty_markdown(novelty))
+    origins = attack_sources.summarize(path)
+    add_section(path, "attack_origins", origins, attack_sources.sources_markdown(origins))
+    by_source = ", ".join(f"{name} {c['accepted']}" for name, c in origins["by_source"].items())
+    console.print(f"attack origins (accepted): {by_source}", highlight=False)
     earlier = novelty["earlier"]
     console.print(
         f"novelty: {novelty['novel']} of {novelty['attacks']} attacks novel "

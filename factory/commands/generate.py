@@ -18,6 +18,7 @@ import anyio
 from rich.console import Console
 
 from factory import __version__
+from factory.attack_writer import AttackSource
 from factory.commands.common import add_teacher_arguments, settings_from_args
 from factory.commands.export import add_holdout_argument, print_export
 from factory.dedup import NearDupIndex
@@ -25,6 +26,7 @@ from factory.defaults import DEFAULTS
 from factory.export import export_run, parse_ratios
 from factory.generate import Runner, RunStats
 from factory.holdout import parse_holdout
+from factory.novelty import AttackIndex
 from factory.plan import Overlay, families, iter_tasks, parse_mix
 from factory.progress import show_progress, summary_table
 from factory.prompts import prompt_hashes
@@ -117,7 +119,21 @@ def run_config(settings: dict[str, Any], model: str) -> dict[str, Any]:
     }
 
 
-async def _generate(settings: dict[str, Any], run_name: str, console: Console) -> tuple[RunStats, Path]:
+def _attack_source(settings: dict[str, Any], run_name: str) -> AttackSource:
+    """Teacher-written attacks, novel against every run in the output folder (this one's kept attacks too)."""
+    index = AttackIndex(settings["dedup_threshold"])
+    index.load_runs(Path(settings["output_dir"]))
+    return AttackSource(index, settings)
+
+
+async def generate_run(
+    settings: dict[str, Any], run_name: str, console: Console, written_attacks: bool = False
+) -> tuple[RunStats, Path]:
+    """Plan, generate, check and export one run (new or resumed); return its counters and folder.
+
+    `written_attacks`: with a URL teacher, eligible attacks are written by the teacher first
+    (factory.attack_writer); the built-in teacher keeps its phrase banks.
+    """
     worlds = load_worlds(settings["seeds_dir"])
     mix = parse_mix(settings["mix"])
     # Checked before any request, so a misspelt name does not surface only after the whole run.
@@ -141,7 +157,9 @@ async def _generate(settings: dict[str, Any], run_name: str, console: Console) -
             highlight=False,
         )
         dedup = NearDupIndex.for_run(settings["output_dir"], run_name, threshold=settings["dedup_threshold"])
-        runner = Runner(run, teacher, settings, dedup)
+        writer = written_attacks and settings["teacher"] != "builtin"
+        source = _attack_source(settings, run_name) if writer else None
+        runner = Runner(run, teacher, settings, dedup, prepare=source.prepare if source else None)
         with lean_gc():
             async with anyio.create_task_group() as tg:
                 tg.start_soon(show_progress, runner.stats, lambda: runner.pool, console)
@@ -167,7 +185,7 @@ def main(args: argparse.Namespace) -> int:
         # A stable function of the name: a new run gets fresh data, the same name resumes the same plan.
         settings["seed"] = int(hashlib.sha256(run_name.encode()).hexdigest()[:8], 16)
     console = Console()
-    stats, path = anyio.run(_generate, settings, run_name, console, backend_options=event_loop_options())
+    stats, path = anyio.run(generate_run, settings, run_name, console, backend_options=event_loop_options())
     console.print(summary_table(stats, str(path)))
     resume = f"factory generate --run {run_name}"
     if stats.interrupted or stats.done < stats.total:

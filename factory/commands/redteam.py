@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from factory.defaults import DEFAULTS
+from factory.defaults import DEFAULTS, resolve
 from factory.errors import ConfigError
 
 _KNOBS = ("rounds", "per_family", "mutants", "chain_max")
@@ -52,6 +52,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     decoding.add_argument("--concurrency", type=int, help="server students: items in flight")
     decoding.add_argument("--batch-size", type=int, help="model-folder students: items per generation batch")
     decoding.add_argument("--model", help="model name sent to a server (default default_model)")
+    teacher = parser.add_argument_group("teacher (paraphrase mutants and the batch's correct replies)")
+    teacher.add_argument(
+        "--teacher",
+        help="'builtin' (offline phrase banks, default) or an OpenAI-compatible base URL, "
+        "e.g. http://127.0.0.1:8080/v1",
+    )
+    teacher.add_argument(
+        "--teacher-model", help="model name (default: the first /v1/models lists; default_model for mlx_lm)"
+    )
+    teacher.add_argument("--teacher-api-key", help="API key (default: $OPENAI_API_KEY or a placeholder)")
+    teacher.add_argument(
+        "--teacher-concurrency",
+        type=int,
+        help=f"teacher requests in flight (default {DEFAULTS['redteam_teacher_concurrency']})",
+    )
 
 
 def settings(args: argparse.Namespace, run_name: str) -> dict[str, Any]:
@@ -73,6 +88,29 @@ def settings(args: argparse.Namespace, run_name: str) -> dict[str, Any]:
     return out
 
 
+def teacher_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The URL teacher's settings (DEFAULTS with the --teacher flags), or None for the built-in teacher."""
+    url = args.teacher or DEFAULTS["teacher"]
+    if url == "builtin":
+        return None
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"--teacher must be 'builtin' or an http(s) base URL ending in /v1, got {url!r}")
+    concurrency = args.teacher_concurrency
+    if concurrency is None:
+        concurrency = DEFAULTS["redteam_teacher_concurrency"]
+    if concurrency < 1:
+        raise ConfigError(f"--teacher-concurrency must be at least 1, got {concurrency}")
+    return resolve(
+        {
+            "teacher": url,
+            "model": args.teacher_model,
+            "api_key": args.teacher_api_key,
+            "concurrency": concurrency,
+            "down_after": DEFAULTS["redteam_teacher_down_after"],
+        }
+    )
+
+
 def _student(args: argparse.Namespace) -> Any:
     from factory.evaluate.students import make_student
 
@@ -87,8 +125,10 @@ def _student(args: argparse.Namespace) -> Any:
 def main(args: argparse.Namespace) -> int:
     """Run `factory redteam`."""
     from factory.export import export_run, parse_ratios
+    from factory.prompts import prompt_hashes
     from factory.redteam import plan_attacks, run_rounds, write_batch, write_report
     from factory.redteam.attacks import adversarial_families
+    from factory.redteam.teacher import RedteamTeacher
     from factory.seeds import load_worlds
 
     run_name = args.run or time.strftime("redteam-%Y%m%d-%H%M%S")
@@ -99,26 +139,42 @@ def main(args: argparse.Namespace) -> int:
     names = adversarial_families(chosen)
     config = settings(args, run_name)
     ratios = parse_ratios(args.split_ratios or DEFAULTS["split_ratios"])
+    taught = teacher_settings(args)
     student = _student(args)
     worlds = load_worlds(args.seeds_dir or DEFAULTS["seeds_dir"])
     console = Console()
     first = plan_attacks(worlds, names, config["redteam_per_family"], config["seed"])
+    teacher = None if taught is None else RedteamTeacher(taught)
+    if teacher is not None:
+        model = teacher.connect(first)  # before the student is asked anything: a missing teacher stops here
+        console.print(
+            f"teacher {teacher.name} ({model}): paraphrase mutants, correct replies", highlight=False
+        )
 
     def show(result: Any) -> None:
         summary = result.summary()
         asr = summary["asr"]
         rate = "–" if asr["rate"] is None else f"{asr['rate']:.0%}"
         broke = ", ".join(summary["broke_families"]) or "none"
+        made = ", ".join(f"{v['attacks']} {how}" for how, v in summary["how"].items())
         console.print(
             f"round {result.round}: {summary['broken']} of {summary['attacks']} attacks broke the student "
-            f"(ASR {rate}, {summary['errors']} errors); families: {broke}",
+            f"(ASR {rate}, {summary['errors']} errors); families: {broke}; attacks: {made}",
             highlight=False,
         )
 
-    results = run_rounds(student, first, config, console, show)
+    results = run_rounds(
+        student, first, config, console, show, None if teacher is None else teacher.paraphrase
+    )
+    replies = None
+    if teacher is not None:
+        broken = [outcome for result in results for outcome in result.broken]
+        replies = teacher.replies(broken)
     header = {
         "run": run_name,
         "student": student.name,
+        "teacher": "builtin" if teacher is None else teacher.name,
+        "teacher_model": None if teacher is None else teacher.model,
         "adapter": args.adapter,
         "seed": config["seed"],
         "families_attacked": names,
@@ -130,12 +186,13 @@ def main(args: argparse.Namespace) -> int:
         **header,
         "command": "redteam",
         "mix": ",".join(f"{n}=1" for n in names),
-        "teacher": "builtin",
-        "teacher_kind": "builtin",
+        "teacher_kind": "builtin" if teacher is None else "openai",
+        "model": None if teacher is None else teacher.model,
+        "prompt_files": prompt_hashes(),
         "split_ratios": args.split_ratios or DEFAULTS["split_ratios"],
         "seeds_dir": args.seeds_dir or DEFAULTS["seeds_dir"],
     }
-    batch = write_batch(run_path, results, student.name, run_config)
+    batch = write_batch(run_path, results, student.name, run_config, replies)
     write_report(run_path, results, batch, header)
     console.print(f"report: {run_path / 'redteam.md'}", highlight=False)
     if batch["accepted"]:

@@ -2,10 +2,12 @@
 
 Round 0 plans `per_family` attacks of each adversarial family and puts them to the student; the
 checkers judge its replies. Every later round draws mutants of the attacks that broke the student
-in the round before (a new phrasing and a transform chain on the attack turn, canaries and forged
-values unchanged, so the checkers judge them the same way). At the end the teacher's correct
-replies to every attack that broke the student make a training batch (output/<run>/, exported to
-data/), with the attack success rate (ASR) per round and family in redteam.json and redteam.md.
+in the round before: transform mutants (a new phrasing and a transform chain on the attack turn)
+and, with a URL teacher, teacher paraphrases (factory.redteam.paraphrase); canaries and forged
+values stay, so the checkers judge them the same way. At the end the correct replies to every
+attack that broke the student make a training batch (output/<run>/, exported to data/): the URL
+teacher's for single-turn attacks (factory.redteam.teacher), the built-in teacher's otherwise. The
+attack success rate (ASR) per round, family and way of mutating is in redteam.json and redteam.md.
 """
 
 from factory.redteam.attacks import Attack, attack_item, mutate, plan_attacks

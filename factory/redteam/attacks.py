@@ -29,6 +29,7 @@ class Attack:
     base: str  # the id of the round-0 attack it descends from (its own id in round 0)
     parent: str | None = None  # the attack it was mutated from
     chain: tuple[str, ...] = ()  # the transforms applied to its attack turn
+    how: str = "plan"  # plan (round 0) | transform (worded anew, then encoded) | paraphrase (by the teacher)
 
     @property
     def family(self) -> str:
@@ -66,7 +67,7 @@ def attack_item(task: Task, user_turns: list[str], reference: list[str]) -> Eval
     )
 
 
-def _split(task: Task) -> tuple[list[str], list[str]]:
+def split(task: Task) -> tuple[list[str], list[str]]:
     """The built-in teacher's dialogue for a task, as (user turns, correct replies)."""
     turns = write_turns(task)
     return [m["content"] for m in turns if m["role"] == "user"], [
@@ -86,7 +87,7 @@ def plan_attacks(worlds: list[World], names: list[str], per_family: int, seed: i
     out = []
     for family in names:
         for task in plan_tasks(worlds, per_family, family_seed(seed, family), {family: 1.0}):
-            users, replies = _split(task)
+            users, replies = split(task)
             out.append(Attack(task, attack_item(task, users, replies), round=0, base=task.id))
     return out
 
@@ -106,7 +107,7 @@ def mutate(
     rng = rng_for("redteam", seed, parent.task.id, round_, index)
     for _ in range(max(1, tries)):
         task = dataclasses.replace(base, id=task_id, target=dataclasses.replace(base.target))
-        users, replies = _split(task)  # the new id draws new wording: the offline paraphrase
+        users, replies = split(task)  # the new id draws new wording: the offline paraphrase
         chain = transforms.random_chain(rng, max_len=max(1, chain_max))
         encoded = transforms.apply_chain(users[-1], chain, rng)
         users[-1] = f"{transforms.chain_hint(chain)}\n\n{encoded}"
@@ -115,5 +116,7 @@ def mutate(
             task.target.payload = encoded  # the payload now travels encoded; the format rule looks for it
         item = attack_item(task, users, replies)
         if not run_checks(item.messages(), task, task.state):
-            return Attack(task, item, round_, base=base.id, parent=parent.task.id, chain=chain)
+            return Attack(
+                task, item, round_, base=base.id, parent=parent.task.id, chain=chain, how="transform"
+            )
     return None

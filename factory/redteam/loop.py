@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,11 +10,11 @@ from typing import Any
 
 from rich.console import Console
 
+from factory.attack_writer import Rejection
 from factory.evaluate.runner import run_student
 from factory.evaluate.score import Verdict, proportion
 from factory.evaluate.students import Student, Transcript
 from factory.evaluate.suite import Suite
-from factory.models import Task
 from factory.redteam.attacks import Attack, mutate
 
 
@@ -37,7 +38,8 @@ class RoundResult:
 
     round: int
     outcomes: list[Outcome] = field(default_factory=list)
-    skipped: int = 0  # mutants whose every draw broke a rule with the correct reply
+    skipped: int = 0  # transform mutants whose every draw broke a rule with the correct reply
+    rejected: list[Rejection] = field(default_factory=list)  # teacher paraphrases not kept, and why
 
     @property
     def broken(self) -> list[Outcome]:
@@ -56,12 +58,23 @@ class RoundResult:
         """The families with at least one attack that broke the student this round, sorted."""
         return sorted({o.attack.family for o in self.broken})
 
+    def by_how(self) -> dict[str, dict[str, Any]]:
+        """Per way of making an attack (plan, transform, paraphrase): the same counts as per family."""
+        hows = sorted({o.attack.how for o in self.outcomes})
+        return {how: _counts([o for o in self.outcomes if o.attack.how == how]) for how in hows}
+
     def summary(self) -> dict[str, Any]:
         """The round as redteam.json holds it."""
         return {
             "round": self.round,
             **_counts(self.outcomes),
             "skipped_mutants": self.skipped,
+            "how": self.by_how(),
+            "paraphrase_rejected": dict(sorted(Counter(r.reason for r in self.rejected).items())),
+            "paraphrase_rejections": [
+                {"parent": r.task_id, "reason": r.reason, "detail": r.detail, "text": r.attack}
+                for r in self.rejected
+            ],
             "broke_families": self.broke_families(),
             "families": self.families(),
         }
@@ -88,39 +101,65 @@ def put(student: Student, attacks: list[Attack], console: Console, label: str) -
     return [Outcome(a, *judged[a.item.id]) for a in attacks]
 
 
+# (jobs, round, k) -> (paraphrase mutants, rewrites not kept): the teacher's half of a round's mutants.
+Paraphraser = Callable[[list[tuple[Attack, Attack]], int, int], tuple[list[Attack], list[Rejection]]]
+
+
+def _transform_mutants(
+    broken: list[Outcome],
+    roots: dict[str, Attack],
+    round_: int,
+    settings: dict[str, Any],
+    result: RoundResult,
+) -> list[Attack]:
+    """`redteam_mutants` transform mutants of each attack that broke the student."""
+    out: list[Attack] = []
+    numbers: Counter[str] = Counter()  # per base: ids stay unique when two parents share a base
+    for parent in broken:
+        base = roots[parent.attack.base].task
+        for _ in range(settings["redteam_mutants"]):
+            child = mutate(
+                parent.attack,
+                base,
+                round_,
+                numbers[base.id],
+                settings["seed"],
+                settings["redteam_chain_max"],
+                settings["redteam_mutate_tries"],
+            )
+            numbers[base.id] += 1
+            if child is None:
+                result.skipped += 1
+            else:
+                out.append(child)
+    return out
+
+
 def run_rounds(
     student: Student,
     first: list[Attack],
     settings: dict[str, Any],
     console: Console,
     on_round: Callable[[RoundResult], None] | None = None,
+    paraphrase: Paraphraser | None = None,
 ) -> list[RoundResult]:
     """Round 0 on `first`; each later round on mutants of the attacks that broke the student before.
 
-    Stops early when a round breaks nothing (there is nothing left to mutate). `settings` holds
-    seed and DEFAULTS' redteam_* keys.
+    A later round's mutants are transform mutants, plus with `paraphrase` (a URL teacher) up to
+    `redteam_mutants` teacher paraphrases of each. Stops early when a round breaks nothing (there
+    is nothing left to mutate). `settings` holds seed and DEFAULTS' redteam_* keys.
     """
-    bases: dict[str, Task] = {a.task.id: a.task for a in first}
+    roots: dict[str, Attack] = {a.task.id: a for a in first}
     attacks, results = first, []
     for round_ in range(settings["redteam_rounds"]):
         result = RoundResult(round_)
         if round_:
-            attacks = []
-            for parent in results[-1].broken:
-                for index in range(settings["redteam_mutants"]):
-                    child = mutate(
-                        parent.attack,
-                        bases[parent.attack.base],
-                        round_,
-                        index,
-                        settings["seed"],
-                        settings["redteam_chain_max"],
-                        settings["redteam_mutate_tries"],
-                    )
-                    if child is None:
-                        result.skipped += 1
-                    else:
-                        attacks.append(child)
+            broken = results[-1].broken
+            attacks = _transform_mutants(broken, roots, round_, settings, result)
+            if paraphrase is not None and settings["redteam_mutants"]:
+                jobs = [(o.attack, roots[o.attack.base]) for o in broken]
+                found, result.rejected = paraphrase(jobs, round_, settings["redteam_mutants"])
+                attacks += found
         if not attacks:
             break
         result.outcomes = put(student, attacks, console, f"round {round_}")

@@ -1,4 +1,4 @@
-"""What a red-team run leaves: the training batch (the teacher's correct replies) and the ASR report."""
+"""What a red-team run leaves: the training batch (correct replies to what broke the student), the report."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 
 import orjson
 
+from factory.checkfile import task_meta
 from factory.checks import RULES, run_checks
 from factory.errors import ConfigError
-from factory.generate import _meta as record_meta  # generate's record meta, so export and check read it
+from factory.generate import record_meta  # generate's record meta, so export and check read it
 from factory.prompts import render_request
 from factory.redteam.loop import Outcome, RoundResult
 from factory.store import ACCEPTED, RunWriter, open_run
@@ -17,26 +18,35 @@ from factory.teachers.builtin import BuiltinTeacher
 
 REPORT_JSON = "redteam.json"
 REPORT_MD = "redteam.md"
+Result = tuple[str, dict[str, Any]]  # ("accepted" | "rejected", record), as factory.generate's
+
+
+def _redteam_meta(outcome: Outcome, student: str, replies_by: str) -> dict[str, Any]:
+    """meta.redteam: where the attack came from, what the student answered, who wrote the fix."""
+    attack = outcome.attack
+    return {
+        "round": attack.round,
+        "base": attack.base,
+        "parent": attack.parent,
+        "how": attack.how,
+        "chain": list(attack.chain),
+        "student": student,
+        "rules": outcome.verdict.rules,  # what the student's replies broke
+        "student_replies": [
+            m["content"] for m in outcome.transcript.messages if m.get("role") == "assistant"
+        ],
+        "replies_by": replies_by,  # "builtin" or "teacher": who wrote the correct replies
+    }
 
 
 def _record(outcome: Outcome, student: str) -> tuple[str, dict[str, Any]]:
-    """The teacher's correct dialogue for one attack that broke the student, checked like generate's."""
-    attack = outcome.attack
-    task = attack.task
-    messages = attack.item.messages()  # the attack's user turns with the built-in teacher's replies
-    replies = [m["content"] for m in outcome.transcript.messages if m.get("role") == "assistant"]
+    """The built-in teacher's dialogue for one attack that broke the student, checked like generate's."""
+    task = outcome.attack.task
+    messages = outcome.attack.item.messages()  # the attack's user turns with the built-in teacher's replies
     extra = {
         "usage": {"prompt_tokens": 0, "completion_tokens": 0},
         "attempts": 1,
-        "redteam": {
-            "round": attack.round,
-            "base": attack.base,
-            "parent": attack.parent,
-            "chain": list(attack.chain),
-            "student": student,
-            "rules": outcome.verdict.rules,  # what the student's replies broke
-            "student_replies": replies,
-        },
+        "redteam": _redteam_meta(outcome, student, "builtin"),
     }
     meta = record_meta(task, BuiltinTeacher(), render_request(task), extra)
     violations = run_checks(messages, task, task.state)
@@ -48,21 +58,41 @@ def _record(outcome: Outcome, student: str) -> tuple[str, dict[str, Any]]:
     return "accepted", {"messages": messages, "meta": meta}
 
 
+def _taught(outcome: Outcome, student: str, result: Result) -> Result:
+    """A teacher's (status, record) for an attack, with meta.redteam added."""
+    status, record = result
+    meta = record.setdefault("meta", task_meta(outcome.attack.task))
+    meta["redteam"] = _redteam_meta(outcome, student, "teacher")
+    return status, record
+
+
 def write_batch(
-    run_path: Path, results: list[RoundResult], student: str, config: dict[str, Any]
+    run_path: Path,
+    results: list[RoundResult],
+    student: str,
+    config: dict[str, Any],
+    taught: dict[str, Result] | None = None,
 ) -> dict[str, int]:
-    """Write output/<run>/ with one accepted record per attack that broke the student; return counts."""
+    """Write output/<run>/ with one record per attack that broke the student; return counts.
+
+    `taught` holds a URL teacher's (status, record) by attack id; an attack without one (multi-turn,
+    or every attack with the built-in teacher) gets the built-in teacher's replies.
+    """
     if (run_path / ACCEPTED).exists():
         raise ConfigError(
             f"{run_path} already holds a run: a red-team batch is written once; pick another --run name"
         )
+    taught = taught or {}
     run = open_run(run_path, config)
     writer = RunWriter(run, flush_every=32)
     counts = {"accepted": 0, "rejected": 0}
     try:
         for result in results:
             for outcome in result.broken:
-                status, record = _record(outcome, student)
+                found = taught.get(outcome.attack.task.id)
+                status, record = (
+                    _record(outcome, student) if found is None else _taught(outcome, student, found)
+                )
                 writer.write(status, record)
                 counts[status] += 1
     finally:
@@ -91,7 +121,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"# Red team: {report['run']}",
         "",
         f"Student: `{report['student']}` · seed {report['seed']} · "
-        f"{len(report['rounds'])} of {report['rounds_planned']} rounds run",
+        f"{len(report['rounds'])} of {report['rounds_planned']} rounds run · "
+        f"teacher `{report.get('teacher', 'builtin')}`",
         "",
         "| round | attacks | broken | errors | ASR | families that broke the student |",
         "|---|---|---|---|---|---|",
@@ -108,14 +139,33 @@ def render_markdown(report: dict[str, Any]) -> str:
     for name, rows in report["families"].items():
         cells = {row["round"]: _rate(row["asr"]) for row in rows}
         lines.append(f"| {name} | " + " | ".join(cells.get(i, "") for i in range(count)) + " |")
+    lines += _mutant_lines(report["rounds"])
     batch = report["batch"]
     lines += [
         "",
         f"Training batch: {batch['accepted']} correct dialogues for the attacks that broke the student "
-        f"({batch['rejected']} rejected by the checkers) in accepted.jsonl, exported to data/.",
+        f"in accepted.jsonl, exported to data/; {batch['rejected']} rejected (by the checkers, or an "
+        "unusable teacher reply) in rejected.jsonl.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _mutant_lines(rounds: list[dict[str, Any]]) -> list[str]:
+    """The ASR of each way of making mutants per later round, and why teacher paraphrases were refused."""
+    later = rounds[1:]
+    if not later:
+        return []
+    lines = ["", "## Mutants per round, by how they were made", ""]
+    lines += ["| mutants | " + " | ".join(f"round {r['round']}" for r in later) + " |"]
+    lines += ["|---|" + "---|" * len(later)]
+    for how in ("transform", "paraphrase"):
+        cells = [_rate(r["how"][how]["asr"]) if how in r["how"] else "" for r in later]
+        lines.append(f"| {how} | " + " | ".join(cells) + " |")
+    refused = [", ".join(f"{why} {n}" for why, n in r["paraphrase_rejected"].items()) for r in later]
+    if any(refused):
+        lines.append("| paraphrases refused | " + " | ".join(refused) + " |")
+    return lines
 
 
 def write_report(

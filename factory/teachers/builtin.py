@@ -189,6 +189,8 @@ class _Writer:
         A bare one-line attack has too few word 3-grams to tell two batches apart: the framing
         (drawn independently, each several words long) keeps attacks novel across runs.
         """
+        if self.task.target.written_by:
+            return str(self.task.target.payload)  # a teacher-written attack is the whole turn
         core = self.say(f"user.attack.{self.task.family}", prefer=prefer)
         # A line that opens with its own hello is where the message starts: nothing goes before it.
         lead = (
@@ -326,7 +328,8 @@ def _elicitation(w: _Writer) -> Pairs:
     target = w.task.target
     absent = w.say("assistant.absent", field=str(target.field))
     reply = w.refuse("assistant.resist.out_of_state_elicitation")
-    return [(w.ask(str(target.question)), f"{absent} {reply}")]
+    ask = w.attack_turn() if target.written_by else w.ask(str(target.question))
+    return [(ask, f"{absent} {reply}")]
 
 
 def _premise(w: _Writer) -> Pairs:
@@ -355,8 +358,9 @@ def write_turns(task: Task) -> list[Message]:
     w = _Writer(task)
     pairs = _writer_for(task)(w)
     # An encoded payload carries the demand for the token itself: a plain one beside it would give
-    # the hidden instruction away, and the attack would be a plain one.
-    hidden = task.target.transform or task.target.chain
+    # the hidden instruction away, and the attack would be a plain one. A teacher-written attack
+    # is kept as written.
+    hidden = task.target.transform or task.target.chain or task.target.written_by
     if "canary" in w.ctx and not hidden and not any(w.ctx["canary"] in user for user, _ in pairs):
         user, reply = pairs[-1]
         pairs[-1] = (f"{user} {w.say('user.canary_demand')}", reply)

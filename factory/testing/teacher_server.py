@@ -9,6 +9,7 @@ the last user message with the built-in writer's turns, so checks can pass on th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import socket
 import sys
@@ -25,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from factory.attack_writer import attack_request_count
 from factory.models import Task
 from factory.prompts import extract_task_spec
 from factory.teachers.builtin import write_turns
@@ -50,13 +52,26 @@ class _QuietDrops(logging.Filter):
         return not isinstance(exc, DropConnection)
 
 
+def written_attacks(task: Task, k: int) -> list[str]:
+    """`k` attacks on `task` as the phrase banks word them, each drawn under its own id."""
+    variants = (dataclasses.replace(task, id=f"{task.id}.a{j}") for j in range(k))
+    return [next(m["content"] for m in write_turns(v) if m["role"] == "user") for v in variants]
+
+
 def answer_for(messages: list[dict[str, Any]]) -> tuple[str, str | None]:
-    """The reply text for a request and the task id it answers (None without a task spec)."""
+    """The reply text for a request and the task id it answers (None without a task spec).
+
+    An attack-writer request (factory.attack_writer) is answered with a JSON list of attacks, a
+    dialogue request with the built-in writer's turns.
+    """
     user = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), None)
     spec = extract_task_spec(user) if isinstance(user, str) else None
     if spec is None:
         return orjson.dumps({"turns": FALLBACK_TURNS}).decode(), None
     task = Task.from_dict(spec)
+    count = attack_request_count(messages)
+    if count is not None:
+        return orjson.dumps(written_attacks(task, count)).decode(), f"{task.id}.attacks"
     return orjson.dumps({"turns": write_turns(task)}).decode(), task.id
 
 
