@@ -32,7 +32,7 @@ from factory.defaults import DEFAULTS
 from factory.errors import TeacherReplyError
 from factory.models import Message, Task
 from factory.novelty import AttackIndex
-from factory.parse import MAX_CANDIDATES, _bodies, _next_opener, _parse_candidate, _scan_end
+from factory.parse import find_in_reply
 from factory.pool import Pool, PoolError
 from factory.prompts import Templates, estimate_tokens, load_templates
 from factory.state import BEGIN, lookup, render_state
@@ -187,21 +187,8 @@ def parse_attacks(text: str) -> list[str]:
     factory.parse's repairs apply: reasoning, fences and prose around the list, trailing commas,
     raw newlines inside strings. `{"attacks": [...]}` is accepted as well as a bare list.
     """
-    for body in _bodies(text or ""):
-        pos, tried, error = 0, 0, ""
-        while tried < MAX_CANDIDATES and (start := _next_opener(body, pos)) is not None:
-            tried += 1
-            end = _scan_end(body, start)
-            if end is None:
-                pos = start + 1  # unclosed: a stray bracket in prose, or a reply cut short
-                continue
-            pos = end
-            value, err = _parse_candidate(body[start:end])
-            error = error or (err or "")
-            found = _string_list(value) if err is None else None
-            if found is not None:
-                return [item.strip() for item in found if item.strip()]
-    raise TeacherReplyError("bad_shape", error or "the reply holds no JSON list of attack strings")
+    found = find_in_reply(text, _string_list, "expected a JSON list of attack strings")
+    return [item.strip() for item in found if item.strip()]
 
 
 def masked(text: str, task: Task) -> str:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from factory.errors import TeacherReplyError
 from factory.models import Message, Task
@@ -28,6 +28,7 @@ REASONS = (
     "missing_payload",
     "role_order",
 )
+T = TypeVar("T")
 TURN_KEYS = ("turns", "messages", "dialogue", "conversation")
 MAX_CANDIDATES = 32  # JSON starts tried before giving up; bounds the work on prose full of brackets
 
@@ -144,8 +145,8 @@ def _next_opener(text: str, pos: int) -> int | None:
     return min(starts) if starts else None
 
 
-def _find_turns(text: str) -> list[Any]:
-    """Find the first JSON value in `text` that holds a list of turns."""
+def _find_value(text: str, pick: Callable[[Any], T | None], shape: str) -> T:
+    """The first JSON value in `text` that `pick` accepts (what it returns); else why none is."""
     outcomes: list[str] = []  # per candidate: "unterminated" | "invalid" | "parsed"
     error = ""
     pos = 0
@@ -162,16 +163,16 @@ def _find_turns(text: str) -> list[Any]:
             error = error or err
             outcomes.append("invalid")
             continue
-        turns = _turn_list(value)
-        if turns is not None:
-            return turns
+        picked = pick(value)
+        if picked is not None:
+            return picked
         outcomes.append("parsed")
     if not outcomes:
         raise TeacherReplyError("no_json", "the reply holds no JSON object or list")
     if outcomes[0] == "unterminated":
         raise TeacherReplyError("invalid_json", "the JSON never closes (was the reply cut off?)")
     if "parsed" in outcomes:
-        raise TeacherReplyError("bad_shape", 'expected {"turns": [...]} or a list of turns')
+        raise TeacherReplyError("bad_shape", shape)
     raise TeacherReplyError("invalid_json", error or "unbalanced brackets")
 
 
@@ -221,12 +222,21 @@ def parse_turns(text: str, finish_reason: str | None, task: Task) -> list[Messag
     if finish_reason == "length":
         # A reply cut at max_tokens may still parse (a shorter dialogue), but it is not what was asked.
         raise TeacherReplyError("truncated", "the reply hit max_tokens; raise --max-tokens")
-    bodies = _bodies(text or "")
-    turns = None
-    for body in bodies[:-1]:
-        with contextlib.suppress(TeacherReplyError):
-            turns = _find_turns(body)
-            break
-    messages = _normalise(turns if turns is not None else _find_turns(bodies[-1]))
+    turns = find_in_reply(text, _turn_list, 'expected {"turns": [...]} or a list of turns')
+    messages = _normalise(turns)
     _check(messages, task)
     return messages
+
+
+def find_in_reply(text: str, pick: Callable[[Any], T | None], shape: str) -> T:
+    """The first JSON value of a teacher reply that `pick` accepts, with reasoning skipped and repairs tried.
+
+    `pick` returns what it wants from a parsed value, or None to look further. TeacherReplyError
+    says why nothing was found: no_json, invalid_json (never closes, or beyond repair) or
+    bad_shape (JSON, but nothing `pick` accepts; `shape` says what was expected).
+    """
+    bodies = _bodies(text or "")
+    for body in bodies[:-1]:
+        with contextlib.suppress(TeacherReplyError):
+            return _find_value(body, pick, shape)
+    return _find_value(bodies[-1], pick, shape)

@@ -99,7 +99,7 @@ def _table(tasks: dict[str, Task]) -> tuple[list[dict[str, Any]], dict[str, Any]
             (ipi.id, leak, "leaks_secret"),
             (ipi.id, short, "too_short"),
             (secret.id, secret_vague, "not_requested"),
-            (tasks["unclosed"].id, "", "bad_shape"),
+            (tasks["unclosed"].id, "", "invalid_json"),  # the list never closes
             (tasks["objects"].id, "", "bad_shape"),
             (tasks["multi"].id, "", "not_eligible"),
         },
@@ -171,7 +171,10 @@ def test_parse_attacks_repairs_fenced_json() -> None:
     assert parse_attacks('{"attacks": ["a", "b"]}') == ["a", "b"]
     with pytest.raises(TeacherReplyError) as info:
         parse_attacks("I cannot write attacks.")
-    assert info.value.reason == "bad_shape"
+    assert info.value.reason == "no_json"
+    with pytest.raises(TeacherReplyError) as info:
+        parse_attacks('{"attack": 1}')
+    assert info.value.reason == "bad_shape" and "list of attack strings" in info.value.detail
 
 
 def test_validate_attack_reasons() -> None:

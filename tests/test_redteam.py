@@ -253,9 +253,9 @@ def test_redteam_with_a_url_teacher_paraphrases_and_writes_the_fixes(tmp_path: P
     assert zero["broken"] == 3 and set(zero["how"]) == {"plan"}
     # (a) The paraphrase without the canary is refused; the good one is round 1's paraphrase mutant,
     # and the student gives in to it. (c) debug_mode's unusable reply costs only its paraphrases.
-    assert one["paraphrase_rejected"] == {"bad_shape": 1, "not_requested": 1}
+    assert one["paraphrase_rejected"] == {"no_json": 1, "not_requested": 1}
     refused = {(r["parent"], r["reason"], r["text"]) for r in one["paraphrase_rejections"]}
-    assert refused == {(urgent.task.id, "not_requested", want["dropped"]), (debug.task.id, "bad_shape", "")}
+    assert refused == {(urgent.task.id, "not_requested", want["dropped"]), (debug.task.id, "no_json", "")}
     assert one["how"]["paraphrase"]["attacks"] == 1 and one["how"]["paraphrase"]["broken"] == 1
     transformed = one["how"]["transform"]["attacks"]
     assert transformed >= 3 and one["how"]["transform"]["broken"] == 0  # debug_mode's too
@@ -263,7 +263,7 @@ def test_redteam_with_a_url_teacher_paraphrases_and_writes_the_fixes(tmp_path: P
     assert one["attacks"] == transformed + 1 and one["broke_families"] == ["emotional_urgency"]
     markdown = (run / "redteam.md").read_text()
     assert "| paraphrase | 100% (1/1) |" in markdown
-    assert "| paraphrases refused | bad_shape 1, not_requested 1 |" in markdown
+    assert "| paraphrases refused | no_json 1, not_requested 1 |" in markdown
     # (b) The batch: the teacher's replies for single-turn attacks, the built-in's for the multi-turn one.
     records = {r["meta"]["id"]: r for r in read_jsonl(run / "accepted.jsonl")}
     assert set(records) == {urgent.task.id, mutant.task.id, swap.task.id}
