@@ -54,8 +54,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     # Not the baseline's game: a SIGKILL at 40 % then a rerun, and 2 % bad replies.
     "kill_resume": {"server": {"latency_ms": 200, "slots": 64}, "factory": [], "kill_at": 0.4},
     "bad_replies": {"server": {"latency_ms": 50, "p_malformed": 0.01, "p_truncated": 0.01}, "factory": []},
+    # `factory adversarial` with teacher-written attacks: two calls per eligible task (attack, then
+    # dialogue) share the slots; teacher req/s against the 320/s the slots allow is the figure.
+    "written_attacks": {
+        "server": {"latency_ms": 200, "slots": 64},
+        "factory": ["--transform-rate", "0"],
+        "command": "adversarial",
+    },
 }
-FACTORY_ONLY = {"kill_resume", "bad_replies", "200ms_nostream", "faults_nostream"}
+FACTORY_ONLY = {"kill_resume", "bad_replies", "200ms_nostream", "faults_nostream", "written_attacks"}
 BASELINE_TIMEOUT = 10.0  # seconds; a plain client's per-request timeout (openai retries twice by default)
 
 
@@ -138,9 +145,11 @@ def kill_at(command: list[str], ledger: Path, lines: int) -> None:
     process.wait()
 
 
-def run_factory(url: str, n: int, extra: list[str], out: Path, kill: float | None = None) -> dict[str, Any]:
-    """`factory generate` against the test teacher; measure it and read its run directory."""
-    command = [sys.executable, "-m", "factory.cli", "generate", "--teacher", url, "--n", str(n)]
+def run_factory(
+    url: str, n: int, extra: list[str], out: Path, kill: float | None = None, verb: str = "generate"
+) -> dict[str, Any]:
+    """`factory generate` (or `verb`) against the test teacher; measure it and read its run directory."""
+    command = [sys.executable, "-m", "factory.cli", verb, "--teacher", url, "--n", str(n)]
     command += ["--run", "bench", "--seed", "0", "--output-dir", str(out), *extra]  # the baseline's plan
     if kill:
         kill_at(command, out / "bench" / "ledger.jsonl", int(n * kill))
@@ -245,7 +254,12 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp, start_teacher_server(scenario["server"]) as server:
                 if who == "factory":
                     run = run_factory(
-                        server.base_url, n, scenario["factory"], Path(tmp), scenario.get("kill_at")
+                        server.base_url,
+                        n,
+                        scenario["factory"],
+                        Path(tmp),
+                        scenario.get("kill_at"),
+                        scenario.get("command", "generate"),
                     )
                 else:
                     run = run_baseline(server.base_url, n, Path(tmp))
