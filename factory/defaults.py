@@ -49,7 +49,8 @@ DEFAULTS: dict[str, Any] = {
     "grace": 30.0,  # seconds in-flight tasks get to finish on SIGINT/SIGTERM
     "dedup_threshold": 0.85,  # MinHash Jaccard at or above which a dialogue repeats an earlier one
     # --- teacher-written attacks (`factory adversarial` with a URL teacher; factory/attack_writer.py) ---
-    "written_attacks": True,  # ask the teacher for novel attacks; off: it writes each dialogue whole
+    "written_attacks": False,  # ask the teacher for novel attacks first; off: it writes each dialogue whole
+    "adversarial_written_attacks": True,  # `factory adversarial`'s written_attacks unless one is given
     "written_attacks_per_call": 3,  # asked per task; the first valid, novel one is used
     "written_attack_temperature": 1.0,  # novelty is the point of this call
     "written_attack_min_chars": 20,  # shorter is no attack, just a demand with no pretext

@@ -77,8 +77,11 @@ def _settings(args: argparse.Namespace, run_name: str) -> dict[str, Any]:
     # A resumed run keeps its stored mix unless families are named (a changed mix is then an error).
     mix = adversarial_mix(args.families) if args.families or stored is None else None
     settings = settings_from_args(argparse.Namespace(**{**vars(args), "mix": mix}), stored)
+    # A new batch's own defaults; a resumed one keeps what run.json says.
     if stored is None and args.transform_rate is None:
         settings["transform_rate"] = DEFAULTS["adversarial_transform_rate"]
+    if stored is None and args.written_attacks is None:
+        settings["written_attacks"] = DEFAULTS["adversarial_written_attacks"]
     catalogue = families()
     if any(catalogue[name].kind != "adversarial" for name in parse_mix(settings["mix"])):
         raise ConfigError(
