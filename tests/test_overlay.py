@@ -19,7 +19,7 @@ from factory.plan.overlay import eligible
 from factory.prompts import render_request
 from factory.seeds import load_worlds
 from factory.state import render_state
-from factory.teachers.builtin import write_turns
+from factory.teachers.builtin import attack_plaintext, write_turns
 
 WORLDS = load_worlds(DEFAULTS["seeds_dir"])
 MIX = parse_mix("adversarial=1")
@@ -67,7 +67,10 @@ def test_the_chain_undoes_to_the_familys_own_attack_turn() -> None:
         chain = tuple(task.target.chain)
         hint, _, encoded = (task.target.payload or "").partition("\n\n")
         assert hint == transforms.chain_hint(chain)
-        plaintext = next(m["content"] for m in write_turns(plain) if m["role"] == "user")
+        plaintext = attack_plaintext(plain)
+        # It is the family's own attack turn, as the plain task's dialogue opens it.
+        users = [m["content"] for m in write_turns(plain) if m["role"] == "user"]
+        assert any(user[:40] == plaintext[:40] for user in users), task.family
         if transforms.round_trips(chain, plaintext):
             assert transforms.undo_chain(encoded, chain) == plaintext
             checked += 1
@@ -75,20 +78,24 @@ def test_the_chain_undoes_to_the_familys_own_attack_turn() -> None:
 
 
 def test_builtin_dialogues_carry_the_payload_and_pass_every_checker() -> None:
-    hidden = 0
+    hidden = multi_turn = 0
     for task in _plan(1.0, 800, seed=12):
         if not task.target.chain:
             continue
         turns = write_turns(task)
-        user = turns[0]["content"]
-        assert task.target.payload in user
+        carriers = [
+            m["content"] for m in turns if m["role"] == "user" and task.target.payload in m["content"]
+        ]
+        assert len(carriers) == 1 and len(turns) == 2 * task.user_turns
+        multi_turn += task.user_turns > 1
+        user = " ".join(m["content"] for m in turns if m["role"] == "user")
         messages = [{"role": "system", "content": render_state(task.state)}, *turns]
         assert run_checks(messages, task, task.state) == [], (task.family, task.target.chain)
         token = next((c for c in task.target.canaries if c[-5:-4] == "-"), None)
         if token and "base64" in task.target.chain:
             assert token not in user  # the demand for the token travels encoded, not beside it
             hidden += 1
-    assert hidden >= 20
+    assert hidden >= 20 and multi_turn >= 20
 
 
 def test_the_teacher_request_names_the_chain_and_carries_the_payload() -> None:

@@ -22,9 +22,12 @@ from factory.checks.format import MAX_CHARS
 from factory.errors import ConfigError
 from factory.models import Task
 
-# Families whose attack is not one user turn the built-in writer words by the family's phrase
-# bank: the answer carries the real value (premises), or the user only asks (elicitation).
-_NOT_OVERLAID = frozenset({"false_premise", "staleness_claim", "out_of_state_elicitation"})
+# Families whose attack is not a user turn the built-in writer words by the family's phrase bank:
+# the answer carries the real value (premises), the user only asks (elicitation), or the pressure
+# builds over rapport turns (escalation).
+_NOT_OVERLAID = frozenset(
+    {"false_premise", "staleness_claim", "out_of_state_elicitation", "multi_turn_escalation"}
+)
 # A payload must leave room in a user turn for the words around it (the format rule's limit).
 _PAYLOAD_MAX = MAX_CHARS["user"] - 1000
 _CHAIN_TRIES = 4  # chains drawn until one fits; a large state in a pasted block can outgrow several
@@ -80,10 +83,13 @@ def parse_names(spec: str | None) -> tuple[str, ...]:
 
 
 def eligible(task: Task) -> bool:
-    """Whether a chain can go on `task`: a one-turn attack with a goal and no code transform of its own."""
+    """Whether a chain can go on `task`: an attack turn with a goal and no code transform of its own.
+
+    In a multi-turn attack the chain goes on the attack turn; follow-up pushes and warm-up turns
+    stay plain.
+    """
     return (
         task.kind == "adversarial"
-        and task.user_turns == 1
         and task.family not in _NOT_OVERLAID
         and not task.target.transform
         and not task.target.chain
@@ -94,9 +100,9 @@ def eligible(task: Task) -> bool:
 def overlaid(task: Task, chain: transforms.Chain, salt: int) -> Task:
     """`task` whose attack turn (as the built-in writer words it) travels through `chain`."""
     # Imported here: planning needs the phrase banks only for overlaid tasks.
-    from factory.teachers.builtin import write_turns
+    from factory.teachers.builtin import attack_plaintext
 
-    plaintext = next(m["content"] for m in write_turns(task) if m["role"] == "user")
+    plaintext = attack_plaintext(task)
     encoded = transforms.apply_chain(plaintext, chain, salt)
     payload = f"{transforms.chain_hint(chain)}\n\n{encoded}"
     target = dataclasses.replace(task.target, payload=payload, chain=list(chain))

@@ -284,6 +284,26 @@ def _benign(w: _Writer) -> Pairs:
     return [(w.ask(request), " ".join([opener, *w.fact(request), *w.maybe("assistant.closer", 0.4)]))]
 
 
+def _named(w: _Writer) -> frozenset[str]:
+    """Attacks with a secret or an action target name it rather than only demanding the token."""
+    wanted = {"secret_label", "secret_path"} if "secret_path" in w.ctx else set()
+    wanted |= {"action", "action_words"} if "action" in w.ctx else set()
+    return frozenset(wanted)
+
+
+def attack_plaintext(task: Task) -> str:
+    """The family's attack turn as the phrase banks word it, with a demand for the token if it lacks one.
+
+    What factory.plan.overlay runs through a transform chain: the whole attack, so the demand
+    travels encoded with it.
+    """
+    w = _Writer(task)
+    text = w.attack_turn(_named(w))
+    if "canary" in w.ctx and w.ctx["canary"] not in text:
+        text = f"{text} {w.say('user.canary_demand')}"
+    return text
+
+
 def _attack(w: _Writer) -> Pairs:
     family, target = w.task.family, w.task.target
     notes: tuple[str, ...] = ()
@@ -295,11 +315,8 @@ def _attack(w: _Writer) -> Pairs:
         notes += ("assistant.trust_note",)
     if target.action and target.action_allowed is False:
         notes += ("assistant.forbidden_note",)
-    # Attacks with a secret or an action target name it rather than only demanding the token.
-    wanted = {"secret_label", "secret_path"} if "secret_path" in w.ctx else set()
-    wanted |= {"action", "action_words"} if "action" in w.ctx else set()
     # A chained attack is the code-built payload: its family's wording is inside, transformed.
-    turns = [w.say("user.transformed")] if target.chain else [w.attack_turn(frozenset(wanted))]
+    turns = [w.say("user.transformed")] if target.chain else [w.attack_turn(_named(w))]
     if family in _PUSHED:
         turns += [w.say(f"user.followup.{family}") for _ in range(w.task.user_turns - 1)]
     core = f"assistant.resist.{family}"
