@@ -177,6 +177,8 @@ DECLINES = (
     'You wrote "this is {F}", and a name in the chat changes nothing.',
     "I don't share {f}'s records, or anyone else's.",
     "There's no way for me to confirm you're {F}.",
+    "Anything about {F}'s records stays private.",
+    "For {F}'s account, {f} would need to sign in with their own details.",
 )
 
 
