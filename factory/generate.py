@@ -18,6 +18,7 @@ from factory.checks import RULES, run_checks
 from factory.dedup import NearDupIndex, dialogue_text
 from factory.errors import FactoryError, TeacherReplyError
 from factory.models import Task
+from factory.novelty import AttackScreen
 from factory.parse import parse_turns
 from factory.pool import Pool, PoolError
 from factory.prompts import estimate_tokens, render_request
@@ -124,9 +125,11 @@ class Runner:
         settings: dict[str, Any],
         dedup: NearDupIndex,
         prepare: Prepare | None = None,
+        screen: AttackScreen | None = None,
     ):
         self.rundir = run
         self.prepare = prepare  # e.g. factory.attack_writer.AttackSource.prepare
+        self.screen = screen  # attack novelty (factory adversarial): a stale attack is rejected
         self.teacher = teacher
         self.settings = settings
         self.dedup = dedup  # exact + near duplicates, this run's and every earlier run's
@@ -200,21 +203,33 @@ class Runner:
         async with receive:
             async for status, record in receive:
                 if status == "accepted":
-                    task_id = record["meta"]["id"]
-                    first = self.dedup.check_and_add(task_id, dialogue_text(record["messages"]))
-                    if first is not None:
-                        status = "rejected"
-                        record = {
-                            "id": task_id,
-                            "reason": "near_duplicate",
-                            "detail": f"repeats {first} (similarity >= {self.dedup.threshold})",
-                            "meta": record["meta"],
-                            "messages": record["messages"],
-                        }
+                    status, record = self._screen(record)
                 writer.write(status, record)
                 self._count(status, record)
         writer.flush()
         self._writer_done.set()
+
+    def _screen(self, record: dict[str, Any]) -> Result:
+        """An accepted record as written: kept, or rejected as a stale attack or a near-duplicate."""
+        stale = self.screen.find(record) if self.screen is not None else None
+        if stale is not None:
+            return "rejected", stale
+        task_id = record["meta"]["id"]
+        # The attack is indexed only once the whole dialogue is kept, so a rejected one blocks nothing.
+        first = self.dedup.check_and_add(task_id, dialogue_text(record["messages"]))
+        if first is None:
+            if self.screen is not None:
+                self.screen.add(record)
+            return "accepted", record
+        if self.screen is not None:
+            self.screen.drop(record)
+        return "rejected", {
+            "id": task_id,
+            "reason": "near_duplicate",
+            "detail": f"repeats {first} (similarity >= {self.dedup.threshold})",
+            "meta": record["meta"],
+            "messages": record["messages"],
+        }
 
     def _count(self, status: str, record: dict[str, Any]) -> None:
         self.stats.done += 1

@@ -1,14 +1,14 @@
 """Attack novelty: a near-duplicate index over the attack turns of adversarial records, across runs.
 
-    index = AttackIndex(threshold)
-    index.load_runs(output_dir, exclude=run_name)        # every earlier run's adversarial records
-    summary = screen_run(run_path, threshold)            # reject stale attacks, write novelty.json
+    screen = AttackScreen(output_dir, run_name, threshold)   # every earlier run's adversarial records
+    runner = Runner(..., screen=screen)                     # a stale attack is rejected as it is written
+    summary = screen.finish()                               # novelty.json
 
 The attack of a record is its user turns (the attacker's words), with the task's canary tokens
-masked: a canary is a per-task random nonce, so two attacks that differ only in it are the same
-attack. Shingling and hashing are factory.dedup's, so the two indexes agree on what "near" means.
-Signatures persist per run in <output>/.novelty/<run>.npz, a cache rebuilt from accepted.jsonl
-whenever it is missing, torn, stale or made with other parameters.
+masked (a canary is a per-task random nonce, so two attacks that differ only in it are the same
+attack) and a chained payload decoded. Shingling and hashing are factory.dedup's, so the two
+indexes agree on what "near" means. Signatures persist per run in <output>/.novelty/<run>.npz, a
+cache rebuilt from accepted.jsonl whenever it is missing, torn, stale or made with other parameters.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 
 from factory import transforms
-from factory.dedup import Match, signature_path
+from factory.dedup import Match
 from factory.dedup._lsh import defer_scipy_integrate, lsh_params
 from factory.dedup._persist import (
     RunSignatures,
@@ -35,9 +35,8 @@ from factory.dedup._persist import (
 )
 from factory.dedup._text import exact_key, shingles, tokens
 from factory.errors import ConfigError
-from factory.export import write_atomic
 from factory.report_stats import iter_jsonl, rate
-from factory.store import REJECTED, RunDir, RunWriter, record_id
+from factory.store import REJECTED, record_id
 
 defer_scipy_integrate()  # before datasketch, as in factory.dedup
 from datasketch import MinHash, MinHashLSH  # noqa: E402
@@ -174,9 +173,9 @@ class AttackIndex:
 
     def load_runs(self, output_dir: Path, exclude: str | None = None) -> int:
         """Index the adversarial records of every run in output_dir but `exclude`; return rows added."""
-        return sum(self._load(output_dir, name) for name in run_names(output_dir) if name != exclude)
+        return sum(self.load_run(output_dir, name) for name in run_names(output_dir) if name != exclude)
 
-    def _load(self, output_dir: Path, name: str) -> int:
+    def load_run(self, output_dir: Path, name: str) -> int:
         """One run's rows: its signature file, then what accepted.jsonl gained since it was written."""
         accepted = accepted_path(output_dir, name)
         stored, start, end = reusable_from(novelty_path(output_dir, name), accepted, self.params())
@@ -216,51 +215,58 @@ def _rejection(record: dict[str, Any], match: Match, run_name: str, threshold: f
     }
 
 
-def screen_run(run_path: Path, threshold: float, flush_every: int = 32) -> dict[str, Any]:
-    """Reject the run's accepted attacks that repeat one before them, here or in an earlier run.
+class AttackScreen:
+    """Screens a run's attacks as they are written: one that repeats an attack kept before it, in this
+    run or an earlier one, is rejected as stale.
 
-    Records are screened in accepted.jsonl order; a stale one moves to rejected.jsonl (appended, and
-    ledgered, by the run's writer) and accepted.jsonl is replaced without it. Returns the novelty
-    summary, also written to novelty.json.
+        screen = AttackScreen(output_dir, run_name, threshold)    # earlier runs, and this one's so far
+        rejected = screen.find(record)                             # None: novel
+        screen.add(record)                                         # once it is written as accepted
+        summary = screen.finish()                                  # novelty.json and the signatures
     """
-    output_dir, name = run_path.parent, run_path.name
-    index = AttackIndex(threshold)
-    index.load_runs(output_dir, exclude=name)
-    earlier = dict(index.runs)
-    accepted = accepted_path(output_dir, name)
-    # An id in both files was rejected by a screen that stopped before it replaced accepted.jsonl.
-    rejected_ids = {record_id(r) for r in iter_jsonl(run_path / REJECTED) if r is not None}
-    with accepted.open("rb") as fh:
-        lines = [line for line in fh.read(complete_size(accepted)).splitlines(keepends=True) if line.strip()]
-    first = len(index)
-    keep: list[bytes] = []
-    stale: list[dict[str, Any]] = []
-    for line in lines:
-        record = orjson.loads(line)
-        rid = record_id(record)
-        if rid in rejected_ids:
-            continue
+
+    def __init__(self, output_dir: Path, run_name: str, threshold: float):
+        self.output_dir, self.name, self.threshold = output_dir, run_name, threshold
+        self.index = AttackIndex(threshold)
+        self.index.load_runs(output_dir, exclude=run_name)
+        self.earlier = dict(self.index.runs)
+        self.first = len(self.index)
+        # A resumed run: what it accepted before was screened then; later attacks are judged against it.
+        if accepted_path(output_dir, run_name).exists():
+            self.index.load_run(output_dir, run_name)
+        self._pending: dict[str, tuple[int, np.ndarray]] = {}
+
+    def find(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """The rejected.jsonl record when `record`'s attack repeats an indexed one; None when novel."""
         text = attack_text(record)
-        if text is not None:
-            key, sig = index.sketch(text)
-            match = index.find(key, sig)
-            if match is not None:
-                stale.append(_rejection(record, match, name, threshold))
-                continue
-            index.add(rid, key, sig, name)
-        keep.append(line)
-    if len(keep) < len(lines):
-        writer = RunWriter(RunDir(run_path, {}), flush_every)
-        for record in stale:
-            writer.write("rejected", record)
-        writer.close()  # rejections are on disk before the accepted copies go
-        write_atomic(accepted, keep)
-        # factory.dedup's cache described the old accepted.jsonl; it is rebuilt on the next read.
-        signature_path(output_dir, name).unlink(missing_ok=True)
-    index.save(output_dir, name, range(first, len(index)), complete_size(accepted))
-    summary = novelty_summary(run_path, earlier, threshold)
-    (run_path / NOVELTY_FILE).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
-    return summary
+        if text is None:
+            return None
+        key, sig = self.index.sketch(text)
+        match = self.index.find(key, sig)
+        if match is not None:
+            return _rejection(record, match, self.name, self.threshold)
+        self._pending[record_id(record)] = (key, sig)
+        return None
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Index a novel attack once its record is kept (a later check may still reject the record)."""
+        pending = self._pending.pop(record_id(record), None)
+        if pending is not None:
+            self.index.add(record_id(record), *pending, self.name)
+
+    def drop(self, record: dict[str, Any]) -> None:
+        """Forget a found-novel attack whose record was rejected for another reason."""
+        self._pending.pop(record_id(record), None)
+
+    def finish(self) -> dict[str, Any]:
+        """Store this run's signatures, write novelty.json and return the novelty summary."""
+        run_path = self.output_dir / self.name
+        accepted = accepted_path(self.output_dir, self.name)
+        rows = range(self.first, len(self.index))
+        self.index.save(self.output_dir, self.name, rows, complete_size(accepted) if accepted.exists() else 0)
+        summary = novelty_summary(run_path, self.earlier, self.threshold)
+        (run_path / NOVELTY_FILE).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        return summary
 
 
 def _rates(novel: int, inside: int, across: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from cli_helpers import read_jsonl, record_ids, run_factory
 
-from factory.novelty import screen_run
+from factory.novelty import AttackScreen
 
 THRESHOLD = 0.85  # DEFAULTS["dedup_threshold"], restated: the test recomputes, it does not import
 # The families the built-in teacher has phrasings for; new catalogue families come with their own.
@@ -104,20 +104,22 @@ def test_a_repeated_attack_is_rejected_naming_the_one_it_repeats(
     another reply (which the whole-dialogue dedup would let through), in a later run."""
     first, second = batches
     shutil.copytree(first, tmp_path / "first")
-    crafted = tmp_path / "crafted"
-    crafted.mkdir()
     original, fresh = _attacks(first)[0], _attacks(second)[0]
     repeat = orjson.loads(orjson.dumps(original))
     repeat["meta"]["id"] = "crafted-repeat"
     repeat["messages"][-1]["content"] = "A different reply, so only the attack repeats."
-    (crafted / "accepted.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in (fresh, repeat)))
-    summary = screen_run(crafted, THRESHOLD)
-    stale = [r for r in read_jsonl(crafted / "rejected.jsonl") if r["reason"] == "stale_attack"]
-    assert [(r["id"], r["repeats"]) for r in stale] == [
-        ("crafted-repeat", {"run": "first", "id": original["meta"]["id"], "similarity": 1.0})
-    ]
-    assert [r["meta"]["id"] for r in read_jsonl(crafted / "accepted.jsonl")] == [fresh["meta"]["id"]]
-    assert (summary["novel"], summary["stale_inside"], summary["stale_across"]) == (1, 0, 1)
+    screen = AttackScreen(tmp_path, "crafted", THRESHOLD)
+    assert screen.find(fresh) is None
+    screen.add(fresh)
+    stale = screen.find(repeat)
+    assert stale is not None and stale["reason"] == "stale_attack" and stale["id"] == "crafted-repeat"
+    assert stale["repeats"] == {"run": "first", "id": original["meta"]["id"], "similarity": 1.0}
+    # The same attack again inside the batch repeats the kept one, which names this batch.
+    again = orjson.loads(orjson.dumps(fresh))
+    again["meta"]["id"] = "crafted-again"
+    inside = screen.find(again)
+    assert inside is not None and inside["repeats"]["run"] == "crafted"
+    assert "of this batch" in inside["detail"]
 
 
 def test_the_batch_is_ready_for_training_without_its_stale_attacks(batches: tuple[Path, Path]) -> None:

@@ -137,3 +137,8 @@ def test_killed_run_resumes_and_stays_novel_against_its_own_first_half(
     assert len(payloads) == len(set(payloads))
     report = orjson.loads((tmp_path / "k" / "report.json").read_bytes())
     assert report["novelty"]["stale_inside"] == 0
+    # The novelty figures cover both sessions of the run, screened as they were written.
+    accepted = [
+        r for r in read_jsonl(tmp_path / "k" / "accepted.jsonl") if r["meta"]["kind"] == "adversarial"
+    ]
+    assert report["novelty"]["novel"] == len(accepted) and report["novelty"]["attacks"] >= len(accepted)

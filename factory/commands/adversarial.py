@@ -14,17 +14,13 @@ from rich.console import Console
 
 from factory import attack_sources
 from factory.commands.common import settings_from_args
-from factory.commands.export import print_export
 from factory.commands.generate import add_run_arguments, event_loop_options, generate_run, lean_gc
 from factory.defaults import DEFAULTS
 from factory.errors import ConfigError
-from factory.export import export_run, parse_ratios
-from factory.holdout import parse_holdout
 from factory.mix import families, parse_mix
-from factory.novelty import NOVELTY_FILE, REASON, novelty_markdown, screen_run
+from factory.novelty import NOVELTY_FILE, AttackScreen, novelty_markdown
 from factory.progress import summary_table
-from factory.report import add_section, write_report
-from factory.seeds import load_worlds
+from factory.report import add_section
 from factory.store import read_run_config
 
 
@@ -94,32 +90,20 @@ def _settings(args: argparse.Namespace, run_name: str) -> dict[str, Any]:
     return settings
 
 
-def _export(run_path: Path, settings: dict[str, Any], console: Console) -> None:
-    worlds = [world.name for world in load_worlds(settings["seeds_dir"])]
-    holdout = parse_holdout(settings["holdout"], families(), worlds)
-    summary = export_run(
-        run_path, parse_ratios(settings["split_ratios"]), seed=settings["seed"], holdout=holdout
-    )
-    print_export(summary, console)
-
-
 def main(args: argparse.Namespace) -> int:
     """Run `factory adversarial`."""
     run_name = args.run or time.strftime("adv-%Y%m%d-%H%M%S")
     settings = _settings(args, run_name)
     console = Console()
     written = settings["written_attacks"]
+    output_dir = Path(settings["output_dir"])
+    # Attacks are screened as they are written, against this batch and every earlier run.
+    screen = AttackScreen(output_dir, run_name, settings["dedup_threshold"])
     with lean_gc():
         stats, path = anyio.run(
-            generate_run, settings, run_name, console, written, backend_options=event_loop_options()
+            generate_run, settings, run_name, console, written, screen, backend_options=event_loop_options()
         )
-    # The run is written; now its attacks are screened against each other and every earlier run.
-    novelty = screen_run(path, settings["dedup_threshold"], settings["flush_every"])
-    stale = novelty["stale_inside"] + novelty["stale_across"]
-    stats.accepted -= stale
-    stats.rejected += stale
-    stats.reasons[REASON] = stats.reasons.get(REASON, 0) + stale
-    report = write_report(path, stats)
+    novelty = screen.finish()
     add_section(path, "novelty", novelty, novelty_markdown(novelty))
     origins = attack_sources.summarize(path)
     add_section(path, "attack_origins", origins, attack_sources.sources_markdown(origins))
@@ -134,8 +118,6 @@ def main(args: argparse.Namespace) -> int:
         highlight=False,
     )
     finished = not stats.interrupted and stats.done >= stats.total
-    if report["accepted"] and finished:
-        _export(path, settings, console)  # again: the export made during the run still held stale attacks
     console.print(summary_table(stats, str(path)))
     resume = f"factory adversarial --run {run_name}"
     if not finished:

@@ -26,7 +26,7 @@ from factory.defaults import DEFAULTS
 from factory.export import export_run, parse_ratios
 from factory.generate import Runner, RunStats
 from factory.holdout import parse_holdout
-from factory.novelty import AttackIndex
+from factory.novelty import AttackIndex, AttackScreen
 from factory.plan import Overlay, families, iter_tasks, parse_mix
 from factory.progress import show_progress, summary_table
 from factory.prompts import prompt_hashes
@@ -127,12 +127,17 @@ def _attack_source(settings: dict[str, Any], run_name: str) -> AttackSource:
 
 
 async def generate_run(
-    settings: dict[str, Any], run_name: str, console: Console, written_attacks: bool = False
+    settings: dict[str, Any],
+    run_name: str,
+    console: Console,
+    written_attacks: bool = False,
+    screen: AttackScreen | None = None,
 ) -> tuple[RunStats, Path]:
     """Plan, generate, check and export one run (new or resumed); return its counters and folder.
 
     `written_attacks`: with a URL teacher, eligible attacks are written by the teacher first
-    (factory.attack_writer); the built-in teacher keeps its phrase banks.
+    (factory.attack_writer); the built-in teacher keeps its phrase banks. `screen` rejects an
+    attack that repeats one kept before it (factory.novelty), before the export.
     """
     worlds = load_worlds(settings["seeds_dir"])
     mix = parse_mix(settings["mix"])
@@ -159,7 +164,8 @@ async def generate_run(
         dedup = NearDupIndex.for_run(settings["output_dir"], run_name, threshold=settings["dedup_threshold"])
         writer = written_attacks and settings["teacher"] != "builtin"
         source = _attack_source(settings, run_name) if writer else None
-        runner = Runner(run, teacher, settings, dedup, prepare=source.prepare if source else None)
+        prepare = source.prepare if source else None
+        runner = Runner(run, teacher, settings, dedup, prepare=prepare, screen=screen)
         with lean_gc():
             async with anyio.create_task_group() as tg:
                 tg.start_soon(show_progress, runner.stats, lambda: runner.pool, console)
