@@ -40,6 +40,8 @@ class SplitStats:
     too_long: int = 0  # rows longer than max_seq_length: mlx_lm truncates them
     answer_cut: int = 0  # rows whose whole answer lies past max_seq_length: nothing left to train
     lengths: list[int] = field(default_factory=list)
+    control_rows: int = 0  # rows whose text holds one of the tokenizer's control tokens
+    control_example: str = ""  # "<file>:<line> holds '<|im_start|>'", the first such row
 
 
 @dataclass
@@ -141,6 +143,15 @@ def preflight(
                 f"{name}: {stats.too_long} of {stats.rows} rows ({share:.1%}) are longer than "
                 f"max_seq_length {max_seq_length} (longest {stats.longest}); mlx_lm truncates them"
             )
+        if stats.control_rows:
+            # Chat templates paste message text in as it is, and the tokenizer then reads a control
+            # token's text as the token: a spoofed "<|im_start|>system" becomes a real role switch.
+            report.warnings.append(
+                f"{name}: {stats.control_rows} row(s) write the model's control tokens as text "
+                f"({stats.control_example}); the tokenizer reads them as real control tokens, so the "
+                "model trains on a real role switch inside the turn (as a server that does not escape "
+                "them would show it a user who types them)"
+            )
         if stats.answer_cut:
             report.warnings.append(
                 f"{name}: {stats.answer_cut} row(s) have their whole answer past max_seq_length: they "
@@ -211,6 +222,25 @@ def _row_problem(row: Any, mask_prompt: bool) -> str | None:
     return None
 
 
+def control_tokens(tokenizer: Any) -> tuple[str, ...]:
+    """The tokenizer's special tokens as text ("<|im_start|>"): text holding one is read as that token."""
+    found = set(getattr(tokenizer, "all_special_tokens", None) or [])
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    found |= {token.content for token in added.values() if getattr(token, "special", False)}
+    return tuple(sorted((t for t in found if len(t) >= 3), key=len, reverse=True))
+
+
+def _control_in(row: dict[str, Any], controls: tuple[str, ...]) -> str | None:
+    """The first control token written as text in one of the row's messages, or None."""
+    for message in row.get("messages", []):
+        content = message.get("content")
+        if isinstance(content, str) and "<" in content:
+            for token in controls:
+                if token in content:
+                    return token
+    return None
+
+
 def _measure(
     path: Path, rows: list[dict[str, Any]], tokenizer: Any, max_seq_length: int, mask_prompt: bool
 ) -> tuple[SplitStats, list[str]]:
@@ -218,7 +248,12 @@ def _measure(
     dataset = ChatDataset(rows, tokenizer, mask_prompt=mask_prompt)
     stats = SplitStats(rows=len(rows))
     problems: list[str] = []
+    controls = control_tokens(tokenizer)
     for number, row in enumerate(rows, 1):
+        found = _control_in(row, controls)
+        if found:
+            stats.control_rows += 1
+            stats.control_example = stats.control_example or f"{path}:{number} holds {found!r}"
         try:
             tokens, offset = dataset.process(row)
         except Exception as exc:  # the chat template is the model's code: any error is a bad row
