@@ -18,7 +18,7 @@ DEFAULTS: dict[str, Any] = {
     "output_dir": "output",  # runs go to output/<run>/
     "mix": "obedience=0.4,benign=0.15,adversarial=0.45",  # kind proportions (families split evenly)
     # Code transform chains laid over any attack family (factory.plan.overlay): the share of
-    # one-turn attacks that get one, the longest chain, and the transforms drawn from ("all" or names).
+    # attacks that get one, the longest chain, and the transforms drawn from ("all" or names).
     "transform_rate": 0.0,
     "adversarial_transform_rate": 0.25,  # `factory adversarial`'s transform_rate unless one is given
     "transform_chain_max": 2,  # a longer chain outgrows a user turn (hex doubles, spacing doubles)

@@ -58,7 +58,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--transform-rate",
         type=float,
-        help="share of one-turn attacks whose text code runs through a random transform chain "
+        help="share of attacks whose attack turn code runs through a random transform chain "
         f"(base64, homoglyphs, another language...; default {DEFAULTS['transform_rate']}, "
         f"adversarial {DEFAULTS['adversarial_transform_rate']})",
     )
