@@ -231,19 +231,20 @@ def validate_attack(text: str, task: Task, index: AttackIndex, run: str = "attac
 
 
 @dataclass
-class _Asked:
-    """One attack-writer call: the attacks parsed, why the reply was unusable, the tokens it cost."""
+class Asked:
+    """One attack-writing call: the attacks parsed, why the reply was unusable, the tokens it cost."""
 
     attacks: list[str]
     error: str | None = None
     usage: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-async def _ask(pool: Pool, task: Task, k: int, settings: dict[str, Any] = DEFAULTS) -> _Asked:
-    """One attack-writer call: the parsed attacks, or none and the reason the reply was unusable."""
-    messages = render_attack_request(task, k)
+async def ask_for_attacks(
+    pool: Pool, task: Task, messages: list[Message], request_id: str, settings: dict[str, Any] = DEFAULTS
+) -> Asked:
+    """Send one request for a JSON list of attacks (new ones, or rewrites) and parse the reply."""
     request = TeacherRequest(
-        task_id=f"{task.id}.attacks",
+        task_id=request_id,
         messages=messages,
         max_tokens=settings["max_tokens"],
         temperature=settings["written_attack_temperature"],
@@ -252,14 +253,19 @@ async def _ask(pool: Pool, task: Task, k: int, settings: dict[str, Any] = DEFAUL
     try:
         reply = await pool.complete(request, task)
     except PoolError as exc:
-        return _Asked([], f"{exc.reason}: {exc.detail}")
+        return Asked([], f"{exc.reason}: {exc.detail}")
     usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens}
     if reply.finish_reason == "length":
-        return _Asked([], "truncated: the reply hit max_tokens", usage)
+        return Asked([], "truncated: the reply hit max_tokens", usage)
     try:
-        return _Asked(parse_attacks(reply.text), None, usage)
+        return Asked(parse_attacks(reply.text), None, usage)
     except TeacherReplyError as exc:
-        return _Asked([], f"{exc.reason}: {exc.detail}", usage)
+        return Asked([], f"{exc.reason}: {exc.detail}", usage)
+
+
+async def _ask(pool: Pool, task: Task, k: int, settings: dict[str, Any] = DEFAULTS) -> Asked:
+    """One attack-writer call for `task`: `k` new attacks of its family."""
+    return await ask_for_attacks(pool, task, render_attack_request(task, k), f"{task.id}.attacks", settings)
 
 
 class AttackSource:

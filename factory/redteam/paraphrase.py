@@ -28,22 +28,20 @@ from factory.attack_writer import (
     SYSTEM,
     Rejection,
     as_payload_task,
+    ask_for_attacks,
     eligible,
     goal_lines,
     masked,
-    parse_attacks,
     validate_attack,
 )
 from factory.checks import run_checks
 from factory.defaults import DEFAULTS
-from factory.errors import TeacherReplyError
 from factory.models import Message, Task
 from factory.novelty import AttackIndex
-from factory.pool import Pool, PoolError
-from factory.prompts import Templates, estimate_tokens, fenced, load_templates
+from factory.pool import Pool
+from factory.prompts import Templates, fenced, load_templates
 from factory.redteam.attacks import Attack, attack_item, split
 from factory.state import render_state
-from factory.teachers.base import TeacherRequest
 
 TEMPLATE = "paraphrase.md"
 INDEX_RUN = "redteam"  # the run name the index files this run's attacks under
@@ -105,30 +103,6 @@ def paraphrase_attack(parent: Attack, root: Attack, text: str, round_: int, numb
     return Attack(task, item, round_, base=base.id, parent=parent.task.id, how="paraphrase")
 
 
-async def _ask(
-    pool: Pool, request_id: str, text: str, task: Task, k: int, settings: dict[str, Any]
-) -> tuple[list[str], str | None]:
-    """One paraphrase call: the parsed rewrites, or [] and why the reply was unusable."""
-    messages = render_paraphrase_request(text, task, k)
-    request = TeacherRequest(
-        task_id=request_id,
-        messages=messages,
-        max_tokens=settings["max_tokens"],
-        temperature=settings["written_attack_temperature"],  # novelty is the point, as for written attacks
-        est_tokens=estimate_tokens(messages, settings["max_tokens"]),
-    )
-    try:
-        reply = await pool.complete(request, task)
-    except PoolError as exc:
-        return [], f"{exc.reason}: {exc.detail}"
-    if reply.finish_reason == "length":
-        return [], "truncated: the reply hit max_tokens"
-    try:
-        return parse_attacks(reply.text), None
-    except TeacherReplyError as exc:
-        return [], f"{exc.reason}: {exc.detail}"
-
-
 async def paraphrase_round(
     pool: Pool, jobs: list[Job], round_: int, k: int, index: AttackIndex, settings: dict[str, Any] = DEFAULTS
 ) -> tuple[list[Attack], list[Rejection]]:
@@ -143,7 +117,9 @@ async def paraphrase_round(
 
     async def one(i: int, parent: Attack, root: Attack) -> None:
         request_id = f"{parent.task.id}.r{round_}.paraphrase"
-        replies[i] = await _ask(pool, request_id, source_text(parent, root), root.task, k, settings)
+        messages = render_paraphrase_request(source_text(parent, root), root.task, k)
+        asked = await ask_for_attacks(pool, root.task, messages, request_id, settings)
+        replies[i] = (asked.attacks, asked.error)
 
     async with anyio.create_task_group() as group:
         for i, (parent, root) in enumerate(jobs):
