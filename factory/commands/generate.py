@@ -119,7 +119,7 @@ def run_config(settings: dict[str, Any], model: str) -> dict[str, Any]:
     }
 
 
-def _attack_source(settings: dict[str, Any], run_name: str) -> AttackSource:
+def _attack_source(settings: dict[str, Any]) -> AttackSource:
     """Teacher-written attacks, novel against every run in the output folder (this one's kept attacks too)."""
     index = AttackIndex(settings["dedup_threshold"])
     index.load_runs(Path(settings["output_dir"]))
@@ -163,7 +163,7 @@ async def generate_run(
         )
         dedup = NearDupIndex.for_run(settings["output_dir"], run_name, threshold=settings["dedup_threshold"])
         writer = written_attacks and settings["teacher"] != "builtin"
-        source = _attack_source(settings, run_name) if writer else None
+        source = _attack_source(settings) if writer else None
         prepare = source.prepare if source else None
         runner = Runner(run, teacher, settings, dedup, prepare=prepare, screen=screen)
         with lean_gc():
