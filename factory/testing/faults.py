@@ -10,6 +10,7 @@ import math
 import random
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -110,14 +111,23 @@ class ServerState:
         self.events.append((time.time(), outcome, task_id))
         self.outcomes[outcome] += 1
 
-    def enter(self) -> None:
-        """A request arrived and is being handled."""
+    def enter(self) -> Callable[[], None]:
+        """A request arrived and is being handled; returns the call that ends it (the first call counts).
+
+        A reply ends it just before its last byte goes out: once the client has that byte it may
+        send its next request, and this handler's own clean-up could run after that one arrives.
+        """
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        ended = False
 
-    def leave(self) -> None:
-        """A request's handling ended (answered, failed or disconnected)."""
-        self.in_flight -= 1
+        def leave() -> None:
+            nonlocal ended
+            if not ended:
+                ended = True
+                self.in_flight -= 1
+
+        return leave
 
     def snapshot(self) -> dict[str, Any]:
         """The /stats body."""

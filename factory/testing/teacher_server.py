@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -97,6 +98,7 @@ class Reply:
         self.body = body
         self.outcome = outcome
         self.task_id = task_id
+        self.last_byte: Callable[[], None] = lambda: None  # called just before the reply's last byte
         self.stream = bool(body.get("stream"))
         self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         self.text = text[: len(text) // 2] if outcome == "truncated" else text
@@ -180,6 +182,7 @@ class Reply:
                 {"type": "http.response.body", "body": payload[: len(payload) // 2], "more_body": True}
             )
             raise DropConnection(self.id)
+        self.last_byte()
         await send({"type": "http.response.body", "body": payload, "more_body": False})
         self._delivered()
 
@@ -201,6 +204,7 @@ class Reply:
         await self._event(send, [{"index": 0, "delta": {}, "finish_reason": self.finish}])
         if self.include_usage:
             await self._event(send, [], usage=self.usage)
+        self.last_byte()
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
         self._delivered()
 
@@ -236,14 +240,16 @@ class ChatEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one chat request (an ASGI app, so the reply can watch for disconnects)."""
-        self.server.enter()
+        leave = self.server.enter()
         try:
             response = await self._respond(Request(scope, receive))
+            if isinstance(response, Reply):
+                response.last_byte = leave  # in flight until the client can have all of it
             await response(scope, receive, send)
         except ClientDisconnect:
             pass  # the client went away before sending its whole request (a killed factory)
         finally:
-            self.server.leave()
+            leave()
 
     async def _respond(self, request: Request) -> Response | Reply:
         server = self.server
