@@ -103,14 +103,16 @@ class StudentEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one chat request (an ASGI app, so the reply can watch for disconnects)."""
-        self.state.server.enter()
+        leave = self.state.server.enter()
         try:
             response = await self._respond(Request(scope, receive))
+            if isinstance(response, Reply):
+                response.last_byte = leave  # in flight until the client can have all of it
             await response(scope, receive, send)
         except ClientDisconnect:
             pass
         finally:
-            self.state.server.leave()
+            leave()
 
     async def _respond(self, request: Request) -> Response | Reply:
         state, server = self.state, self.state.server
