@@ -19,16 +19,15 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from factory.testing.faults import FaultConfig, ServerState, retry_after_headers
 from factory.testing.process import TeacherServer
 from factory.testing.student_table import TableEntry, entries_table, load_table
 from factory.testing.student_table import table_key as table_key
-from factory.testing.teacher_server import Reply, _error, serve
+from factory.testing.teacher_server import ChatEndpoint, Reply, _error, serve
 
 DEFAULT_REPLY = "I don't know."  # what a student without an entry says; None in config -> HTTP 404
 STUDENT_MODEL = "default_model"  # what mlx_lm.server lists, and what the eval's students ask for
@@ -95,24 +94,12 @@ class StudentState:
         }
 
 
-class StudentEndpoint:
+class StudentEndpoint(ChatEndpoint):
     """POST /v1/chat/completions: look the conversation up, then serve it like the test teacher."""
 
     def __init__(self, state: StudentState):
+        super().__init__(state.server)  # the teacher's counting and disconnect handling
         self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Handle one chat request (an ASGI app, so the reply can watch for disconnects)."""
-        leave = self.state.server.enter()
-        try:
-            response = await self._respond(Request(scope, receive))
-            if isinstance(response, Reply):
-                response.last_byte = leave  # in flight until the client can have all of it
-            await response(scope, receive, send)
-        except ClientDisconnect:
-            pass
-        finally:
-            leave()
 
     async def _respond(self, request: Request) -> Response | Reply:
         state, server = self.state, self.state.server
